@@ -1,0 +1,1 @@
+"""Spark stages: read Delta, transform DataFrames, write Delta. One module per stage."""

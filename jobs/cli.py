@@ -1,0 +1,143 @@
+"""The ``codemill`` command.
+
+    codemill corpus --out data/corpus            # build a real corpus from this machine's code
+    codemill run                                 # every stage, local defaults
+    codemill run --language python --max-samples 1000 --min-stars 10 --dry-run
+    codemill stage filter --set filter.params.min_lines=5
+    codemill tables                              # tables, Delta versions, row counts
+    codemill export silver.files --format jsonl --out exports/silver_files
+    codemill jars                                # Delta jars for spark-submit --jars
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jobs.config import ConfigError, PipelineConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="codemill: source code → training data, on Spark and Delta.")
+console = Console()
+
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="base YAML (default conf/pipeline.yaml)")]
+EnvOpt = Annotated[str, typer.Option("--env", help="overlay conf/env/<env>.yaml ('' for none)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override: dotted.key=value")]
+LangOpt = Annotated[Optional[list[str]], typer.Option("--language", help="keep only this language (repeatable)")]
+MaxOpt = Annotated[Optional[int], typer.Option("--max-samples", help="keep at most N files")]
+StarsOpt = Annotated[Optional[int], typer.Option("--min-stars", help="minimum repository stars")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="count what each stage keeps and drops; write nothing")]
+
+
+def _config(config, env, overrides, languages=None, max_samples=None, min_stars=None) -> PipelineConfig:
+    from jobs.pipeline import curation_overrides
+
+    try:
+        return load_config(config, env=env or None, overrides=list(overrides or []) +
+                           curation_overrides(languages, max_samples, min_stars))
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _run(stages, config, env, overrides, languages, max_samples, min_stars, dry_run) -> None:
+    from jobs.pipeline import run_pipeline
+    from jobs.report import print_summary
+
+    cfg = _config(config, env, overrides, languages, max_samples, min_stars)
+    try:
+        result = run_pipeline(cfg, stages, dry_run=dry_run)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    print_summary(result, console)
+
+
+@app.command()
+def run(config: ConfigOpt = None, env: EnvOpt = "local", set_: SetOpt = None,
+        language: LangOpt = None, max_samples: MaxOpt = None, min_stars: StarsOpt = None,
+        dry_run: DryOpt = False) -> None:
+    """Run every stage of the pipeline (conf 'stages') and print the ledger summary."""
+    _run(None, config, env, set_, language, max_samples, min_stars, dry_run)
+
+
+@app.command()
+def stage(name: Annotated[str, typer.Argument(help="stage name: ingest, filter")],
+          config: ConfigOpt = None, env: EnvOpt = "local", set_: SetOpt = None,
+          language: LangOpt = None, max_samples: MaxOpt = None, min_stars: StarsOpt = None,
+          dry_run: DryOpt = False) -> None:
+    """Run one stage, reading its inputs from their tables."""
+    _run([name], config, env, set_, language, max_samples, min_stars, dry_run)
+
+
+@app.command()
+def corpus(out: Annotated[str, typer.Option(help="folder to (re)write")] = "data/corpus",
+           stdlib: Annotated[bool, typer.Option(help="the Python standard library")] = True,
+           stdlib_tests: Annotated[bool, typer.Option(help="include the stdlib's test suite")] = False,
+           site_packages: Annotated[bool, typer.Option(help="installed distributions")] = True,
+           tree: Annotated[Optional[list[str]], typer.Option(help="another source tree or git repo")] = None) -> None:
+    """Build a corpus of real code from this machine (one folder per repo)."""
+    from jobs.corpus import build_corpus
+
+    s = build_corpus(out, stdlib=stdlib, site_packages=site_packages, trees=tree or [],
+                     stdlib_tests=stdlib_tests)
+    console.print(f"corpus at {s.out}: {len(s.repos)} repos, {s.files:,} files, "
+                  f"{s.bytes / 1e6:.1f} MB")
+
+
+@app.command()
+def tables(lakehouse: Annotated[Optional[str], typer.Option(help="lakehouse root (default: from config)")] = None,
+           config: ConfigOpt = None, env: EnvOpt = "local") -> None:
+    """List the lakehouse's Delta tables with row counts and versions (no Spark needed)."""
+    from jobs.catalog import list_tables
+
+    root = lakehouse or _config(config, env, []).lakehouse
+    found = list_tables(root)
+    t = Table(title=f"tables under {root}")
+    for col in ("table", "rows", "version", "path", "what"):
+        t.add_column(col, justify="right" if col in ("rows", "version") else "left")
+    for info in found:
+        t.add_row(info.name, f"{info.rows:,}", str(info.version), info.path, info.description)
+    console.print(t if found else f"no Delta tables under {root}")
+
+
+@app.command()
+def export(table: Annotated[str, typer.Argument(help="layer.table, e.g. silver.files")],
+           format: Annotated[str, typer.Option("--format", help="jsonl or parquet")] = "jsonl",
+           out: Annotated[str, typer.Option("--out", help="output folder")] = "exports",
+           version: Annotated[Optional[int], typer.Option(help="Delta version (default latest)")] = None,
+           lakehouse: Annotated[Optional[str], typer.Option(help="lakehouse root")] = None,
+           config: ConfigOpt = None, env: EnvOpt = "local") -> None:
+    """Export a table at a Delta version to JSONL or Parquet shards with a manifest."""
+    from jobs.catalog import export_table
+
+    if format not in ("jsonl", "parquet"):
+        console.print(f"[red]--format: got {format!r}; allowed: jsonl, parquet[/red]")
+        raise typer.Exit(2)
+    root = lakehouse or _config(config, env, []).lakehouse
+    try:
+        m = export_table(root, table, format, out, version=version)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{table}@{m['delta_version']}: {m['rows']:,} rows in {len(m['files'])} "
+                  f"{format} file(s) under {out} (manifest.json)")
+
+
+@app.command()
+def jars(config: ConfigOpt = None, env: EnvOpt = "local") -> None:
+    """Resolve Delta's jars with Maven and print them comma-separated (for spark-submit --jars)."""
+    from jobs.lakehouse import resolve_delta_jars
+
+    print(",".join(resolve_delta_jars(_config(config, env, []).spark.jars_dir)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

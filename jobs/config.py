@@ -1,0 +1,218 @@
+"""Typed pipeline config, validated once at the edge.
+
+Layers, later wins: defaults in code (these models) → ``conf/pipeline.yaml`` → an environment
+overlay (``conf/env/<env>.yaml``) → ``--set dotted.key=value`` overrides from the command line.
+A bad key or value raises ``ConfigError`` naming the key and the allowed keys or values, before any
+Spark session exists. Code below this module receives ``PipelineConfig``, never a raw dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from udfs.filters import RULES, FilterParams
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names every bad key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkSettings(_Strict):
+    """How the Spark session is built (``jobs.lakehouse.spark_session``).
+
+    delta_jars: where Delta Lake's JVM jars come from. ``maven``: resolved by Maven from
+        conf/jars/pom.xml into ``jars_dir`` (works from this machine with only Maven Central);
+        ``packages``: Spark's own ``spark.jars.packages`` (the documented path on clusters);
+        ``provided``: already on the classpath (Databricks, or ``--packages`` given to spark-submit);
+        ``auto``: ``provided`` if the classpath has Delta, else ``maven`` if ``mvn`` is installed,
+        else ``packages``.
+    ship_code: zip ``jobs/`` and ``udfs/`` and add them to the executors' Python path; None ships
+        whenever the master is not ``local[...]`` (local-cluster, standalone, YARN, Kubernetes).
+    """
+
+    master: str | None = "local[*]"  # None: leave it to spark-submit --master
+    app_name: str = "codemill"
+    shuffle_partitions: int = Field(8, ge=1)
+    delta_jars: Literal["auto", "maven", "packages", "provided"] = "auto"
+    delta_package: str = "io.delta:delta-spark_2.13:4.0.1"
+    jars_dir: str = ".jars"
+    ship_code: bool | None = None
+    log_level: str = "WARN"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class JsonlSource(_Strict):
+    kind: Literal["jsonl"]
+    path: str
+
+
+class ParquetSource(_Strict):
+    kind: Literal["parquet"]
+    path: str
+
+
+class TreeSource(_Strict):
+    """Local source trees or git working copies.
+
+    layout ``repos``: every folder directly under ``path`` is one repository, named by the folder
+    (the layout ``codemill corpus`` writes); ``repo``: ``path`` itself is one repository.
+    """
+
+    kind: Literal["tree"]
+    path: str
+    layout: Literal["repos", "repo"] = "repos"
+
+
+Source = Annotated[Union[JsonlSource, ParquetSource, TreeSource], Field(discriminator="kind")]
+
+
+class IngestSettings(_Strict):
+    sources: tuple[Source, ...] = (TreeSource(kind="tree", path="data/corpus"),)
+    quarantine_payload_chars: int = Field(4096, ge=64)
+
+
+class FilterSettings(_Strict):
+    params: FilterParams = FilterParams()
+    max_samples: int | None = Field(None, ge=1)  # keep at most N (lowest ids); rest over_max_samples
+
+
+StageName = Literal["ingest", "filter"]
+
+
+class PipelineConfig(_Strict):
+    lakehouse: str = "lakehouse"  # root folder or URI of the Delta tables and run folders
+    stages: tuple[StageName, ...] = ("ingest", "filter")
+    spark: SparkSettings = SparkSettings()
+    ingest: IngestSettings = IngestSettings()
+    filter: FilterSettings = FilterSettings()
+
+    def config_hash(self) -> str:
+        """First 16 hex chars of SHA-256 over the canonical JSON of the config."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``a.b.c=value`` → ``{"a": {"b": {"c": value}}}``, value parsed as YAML (``3``, ``[a, b]``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+    value: Any = yaml.safe_load(raw) if raw.strip() else None
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _model_at(loc: tuple[Any, ...]) -> Any:
+    """The model or dataclass that owns the last key of ``loc`` (for listing allowed keys)."""
+    node: Any = PipelineConfig
+    for part in loc[:-1]:
+        fields = getattr(node, "model_fields", None) or getattr(node, "__dataclass_fields__", {})
+        if part not in fields:
+            return None
+        ann = fields[part].annotation if hasattr(fields[part], "annotation") else fields[part].type
+        node = ann if isinstance(ann, type) else None
+        if node is None:
+            return None
+    return node
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    node = _model_at(loc)
+    if node is None:
+        return []
+    fields = getattr(node, "model_fields", None) or getattr(node, "__dataclass_fields__", {})
+    return sorted(fields)
+
+
+def _describe(errors: list[dict[str, Any]]) -> str:
+    lines = []
+    for err in errors:
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _SOURCE_TAGS))
+        key = ".".join(str(p) for p in loc)
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            tags = [p for p in err["loc"] if isinstance(p, str) and p in _SOURCE_TAGS]
+            keys = sorted(_SOURCE_TAGS[tags[0]].model_fields) if tags else _allowed_keys(loc)
+            allowed = ", ".join(keys)
+            lines.append(f"{key}: unknown key; allowed keys here: {allowed}")
+        else:
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+_SOURCE_TAGS: dict[str, type[_Strict]] = {
+    "jsonl": JsonlSource,
+    "parquet": ParquetSource,
+    "tree": TreeSource,
+}
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: str | None = "local",
+    overrides: list[str] | tuple[str, ...] = (),
+) -> PipelineConfig:
+    """Build the run's config from the layers in the module docstring.
+
+    path: the base YAML (default ``conf/pipeline.yaml``). env: overlay ``conf/env/<env>.yaml``, or
+    None for none. overrides: ``dotted.key=value`` strings.
+    """
+    data = _read_yaml(Path(path) if path else CONF_DIR / "pipeline.yaml")
+    if env:
+        overlay = CONF_DIR / "env" / f"{env}.yaml"
+        if not overlay.exists():
+            known = sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))
+            raise ConfigError(f"env: no overlay {overlay}; allowed: {', '.join(known)}")
+        data = _deep_merge(data, _read_yaml(overlay))
+    for item in overrides:
+        data = _deep_merge(data, parse_override(item))
+    try:
+        cfg = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors())) from None
+    unknown_rules = [r for r in cfg.filter.params.rules if r not in RULES]
+    if unknown_rules:
+        raise ConfigError(
+            f"filter.params.rules: unknown rule(s) {', '.join(unknown_rules)}; "
+            f"allowed: {', '.join(RULES)}"
+        )
+    return cfg
+
+
+def stage_names() -> tuple[str, ...]:
+    return get_args(StageName)

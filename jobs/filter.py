@@ -1,0 +1,114 @@
+"""Stage ``filter``: bronze.files → silver.files (+ silver.rejects, ops.quarantine).
+
+Applies ``udfs.filters`` rules in the order ``filter.params.rules`` lists them; a dropped file
+carries the first reason that fired. Rules run in Arrow batches on the executors. A file whose rule
+raises is quarantined with the exception instead of failing the job. ``filter.max_samples`` (the
+seed's ``--max-samples``) then keeps the files with the N smallest ids (a deterministic sample,
+since ids are content hashes) and drops the rest as ``over_max_samples``.
+
+Kept rows carry the quality signals later stages rank by: num_lines, alpha_fraction,
+avg_line_length, max_line_length.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if __name__ == "__main__" and not __package__:  # spark-submit jobs/filter.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs.config import PipelineConfig  # noqa: E402
+from jobs.stage import (  # noqa: E402
+    DROPPED,
+    FILE_COLUMNS,
+    KEPT,
+    QUARANTINED,
+    Stage,
+    StageResult,
+    arrow_schema,
+)
+from udfs.filters import Doc, FilterParams, first_reason, quality_signals  # noqa: E402
+from udfs.records import preview  # noqa: E402
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+SIGNALS = "num_lines long, alpha_fraction double, avg_line_length double, max_line_length long"
+DECIDED_SCHEMA = (
+    "id string, repo string, path string, language string, license string, stars long, "
+    f"text string, size_bytes long, {SIGNALS}, payload string, _outcome string, _reason string"
+)
+
+
+def _decide(params: FilterParams, payload_chars: int, schema: pa.Schema):
+    """mapInArrow function: bronze rows → the same rows with signals, outcome and reason."""
+    import pyarrow as pa
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            out = []
+            for row in batch.to_pylist():
+                doc = Doc(text=row["text"] or "", language=row["language"], license=row["license"],
+                          stars=row["stars"], path=row["path"] or "")
+                try:
+                    reason = first_reason(doc, params)
+                    row.update(quality_signals(doc))
+                    row["_outcome"], row["_reason"] = (DROPPED, reason) if reason else (KEPT, None)
+                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the job
+                    row["payload"] = preview(row["text"], payload_chars)
+                    row["_outcome"] = QUARANTINED
+                    row["_reason"] = f"rule_error: {type(exc).__name__}: {exc}"
+                out.append(row)
+            yield pa.RecordBatch.from_pylist(out, schema=schema)
+
+    return run
+
+
+def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]) -> StageResult:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    files = inputs["bronze.files"].select(*FILE_COLUMNS)
+    decided = files.mapInArrow(
+        _decide(cfg.filter.params, cfg.ingest.quarantine_payload_chars,
+                arrow_schema(DECIDED_SCHEMA)),
+        DECIDED_SCHEMA)
+    if cfg.filter.max_samples is not None:
+        decided = decided.persist(StorageLevel.MEMORY_AND_DISK)
+        chosen = (decided.where(F.col("_outcome") == KEPT).select("id").distinct()
+                  .orderBy("id").limit(cfg.filter.max_samples)
+                  .select("id", F.lit(True).alias("_chosen")))
+        over = (F.col("_outcome") == KEPT) & F.col("_chosen").isNull()
+        decided = (decided.join(chosen, "id", "left")
+                   .withColumn("_reason", F.when(over, "over_max_samples")
+                               .otherwise(F.col("_reason")))
+                   .withColumn("_outcome", F.when(over, DROPPED).otherwise(F.col("_outcome")))
+                   .drop("_chosen"))
+    decided = decided.withColumn("_bytes", F.col("size_bytes")).persist(
+        StorageLevel.MEMORY_AND_DISK)
+    return StageResult(
+        input_rows=files.select(F.col("size_bytes").alias("_bytes")),
+        decided=decided,
+        kept_columns=FILE_COLUMNS + tuple(s.split(" ")[0] for s in SIGNALS.split(", ")),
+        persisted=[decided],
+    )
+
+
+STAGE = Stage(
+    name="filter", inputs=("bronze.files",), output="silver.files", build=build,
+    description="quality rules (license, stars, size, lines, alpha, long lines, encoded, autogen)",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.pipeline import stage_main
+
+    return stage_main("filter", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

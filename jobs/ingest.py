@@ -1,0 +1,229 @@
+"""Stage ``ingest``: sources → bronze.files (+ ops.quarantine).
+
+Sources (``ingest.sources`` in config):
+
+* ``jsonl`` / ``parquet``: Stack-v2-style records with ``text, language, license, stars, path, repo``
+  (../shared/seeds/001). Each record is validated field by field (``udfs.records``); a malformed line,
+  a missing or mistyped field goes to ops.quarantine with its raw payload, source file and error.
+  A Parquet file that cannot be read at all is one quarantine row naming the file.
+* ``tree``: local source trees and git working copies, walked on the driver (``udfs.trees``),
+  contents read and decoded on the executors in Arrow batches. Language from the extension, license
+  from the repo's LICENSE/COPYING files or wheel METADATA, ``repo`` = the tree's folder name,
+  ``stars`` null. Invalid UTF-8 and binary files are quarantined; non-code files and VCS internals
+  are dropped with the reasons ``unsupported_extension`` / ``vcs_metadata``.
+
+Every file gets ``id = sha256(repo NUL path NUL content)`` (``udfs.records.file_id``).
+Tree sources must sit on a filesystem every executor mounts (local disk for local runs; NFS, /dbfs or
+/Volumes on a cluster).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if __name__ == "__main__" and not __package__:  # spark-submit jobs/ingest.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs.config import JsonlSource, ParquetSource, PipelineConfig, TreeSource  # noqa: E402
+from jobs.stage import (  # noqa: E402
+    DROPPED,
+    FILE_COLUMNS,
+    KEPT,
+    QUARANTINED,
+    Stage,
+    StageResult,
+    arrow_schema,
+)
+from udfs.records import decode_source, file_id, parse_stack_line, preview  # noqa: E402
+from udfs.trees import repo_roots, walk_repo  # noqa: E402
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+DECIDED_SCHEMA = (
+    "id string, repo string, path string, language string, license string, stars long, "
+    "text string, size_bytes long, source_kind string, source string, payload string, "
+    "_outcome string, _reason string, _bytes long"
+)
+_DECIDED_NAMES = [spec.split(" ")[0] for spec in DECIDED_SCHEMA.split(", ")]
+
+
+def _row(**values) -> dict:
+    return {name: values.get(name) for name in _DECIDED_NAMES}
+
+
+def _record_row(line: str | None, source: str, kind: str, payload_chars: int) -> dict:
+    size = len(line.encode("utf-8")) if line else 0
+    if line is None or not line.strip():
+        return _row(source=source, source_kind=kind, _outcome=DROPPED, _reason="blank_line",
+                    _bytes=size)
+    record, error = parse_stack_line(line)
+    if error:
+        return _row(source=source, source_kind=kind, payload=preview(line, payload_chars),
+                    _outcome=QUARANTINED, _reason=error, _bytes=size)
+    text = record["text"]
+    return _row(
+        id=file_id(record["repo"], record["path"], text.encode("utf-8")),
+        size_bytes=len(text.encode("utf-8")), source=source, source_kind=kind,
+        _outcome=KEPT, _reason=None, _bytes=size, **{k: record[k] for k in
+                                                      ("repo", "path", "language", "license",
+                                                       "stars", "text")},
+    )
+
+
+def _decide_records(kind: str, payload_chars: int, schema: pa.Schema):
+    """mapInArrow function: (line, source) batches → decided rows."""
+    import pyarrow as pa
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            lines = batch.column("line").to_pylist()
+            sources = batch.column("source").to_pylist()
+            rows = [_record_row(ln, src, kind, payload_chars) for ln, src in zip(lines, sources)]
+            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+    return run
+
+
+def _decide_tree_files(payload_chars: int, schema: pa.Schema):
+    """mapInArrow function: listed files → read, decode and identify them on the executor."""
+    import pyarrow as pa
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            rows = []
+            for f in batch.to_pylist():
+                base = dict(repo=f["repo"], path=f["path"], language=f["language"],
+                            license=f["license"], source=f["source"], source_kind="tree",
+                            _bytes=f["size"])
+                if f["skip"]:
+                    rows.append(_row(**base, _outcome=DROPPED, _reason=f["skip"]))
+                    continue
+                try:
+                    content = Path(f["abspath"]).read_bytes()
+                except OSError as exc:
+                    rows.append(_row(**base, _outcome=QUARANTINED,
+                                     _reason=f"unreadable_file: {exc.strerror}"))
+                    continue
+                text, error = decode_source(content)
+                if error:
+                    rows.append(_row(**base, payload=preview(content, payload_chars),
+                                     _outcome=QUARANTINED, _reason=error))
+                    continue
+                rows.append(_row(**base, id=file_id(f["repo"], f["path"], content), text=text,
+                                 size_bytes=len(content), _outcome=KEPT))
+            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+    return run
+
+
+def _jsonl(spark: SparkSession, src: JsonlSource) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return spark.read.text(src.path).select(
+        F.col("value").alias("line"), F.col("_metadata.file_path").alias("source"))
+
+
+def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
+    """Parquet rows as JSON lines, so they pass the same field checks as JSONL.
+
+    Read as one dataset when the files agree; when that fails (a corrupt file, clashing schemas),
+    file by file, and each unreadable file becomes a single line that fails to parse, naming it.
+    """
+    from pyspark.errors import PySparkException
+    from pyspark.sql import functions as F
+
+    def as_lines(df: DataFrame) -> DataFrame:
+        return df.select(F.to_json(F.struct("*")).alias("line"),
+                         F.col("_metadata.file_path").alias("source"))
+
+    try:
+        df = as_lines(spark.read.parquet(src.path))
+        df.schema  # noqa: B018 - forces the footer read now, inside the try
+        return df
+    except PySparkException:
+        pass
+    files = sorted(r.path for r in spark.read.format("binaryFile").load(src.path)
+                   .select("path").collect())
+    parts, broken = [], []
+    for f in files:
+        try:
+            part = as_lines(spark.read.parquet(f))
+            part.schema  # noqa: B018
+            parts.append(part)
+        except PySparkException as exc:
+            first = str(exc).strip().splitlines()[0][:300]
+            broken.append((f"unreadable parquet file: {first}", f))
+    if broken:
+        # Not valid JSON, so the parser quarantines it as malformed with this text as payload.
+        parts.append(spark.createDataFrame(broken, "line string, source string"))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out
+
+
+def _tree_listing(spark: SparkSession, src: TreeSource) -> DataFrame:
+    import pandas as pd
+
+    rows = [
+        {"repo": f.repo, "path": f.relpath, "abspath": f.abspath, "size": f.size,
+         "language": f.language, "license": f.license, "skip": f.skip, "source": str(root)}
+        for repo, root in repo_roots(src.path, src.layout)
+        for f in walk_repo(repo, root)
+    ]
+    schema = ("repo string, path string, abspath string, size long, language string, "
+              "license string, skip string, source string")
+    listing = spark.createDataFrame(pd.DataFrame(rows, columns=[s.split(" ")[0] for s in
+                                                                schema.split(", ")]), schema)
+    # Spread the reads: ~200 files per task, at least one task per core.
+    parts = max(spark.sparkContext.defaultParallelism, len(rows) // 200 + 1)
+    return listing.repartition(parts, "path")
+
+
+def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]) -> StageResult:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    chars = cfg.ingest.quarantine_payload_chars
+    schema = arrow_schema(DECIDED_SCHEMA)
+    read_parts, decided_parts = [], []
+    for src in cfg.ingest.sources:
+        if isinstance(src, TreeSource):
+            listing = _tree_listing(spark, src)
+            read_parts.append(listing.select(F.col("size").alias("_bytes")))
+            decided_parts.append(listing.mapInArrow(_decide_tree_files(chars, schema), DECIDED_SCHEMA))
+        else:
+            lines = _jsonl(spark, src) if isinstance(src, JsonlSource) else _parquet(spark, src)
+            read_parts.append(lines.select(
+                F.coalesce(F.length(F.encode("line", "UTF-8")), F.lit(0)).cast("long")
+                .alias("_bytes")))
+            decided_parts.append(lines.mapInArrow(_decide_records(src.kind, chars, schema),
+                                                  DECIDED_SCHEMA))
+    input_rows, decided = read_parts[0], decided_parts[0]
+    for r, d in zip(read_parts[1:], decided_parts[1:]):
+        input_rows, decided = input_rows.unionByName(r), decided.unionByName(d)
+    decided = decided.persist(StorageLevel.MEMORY_AND_DISK)
+    return StageResult(input_rows=input_rows, decided=decided,
+                       kept_columns=FILE_COLUMNS + ("source_kind", "source"),
+                       persisted=[decided])
+
+
+STAGE = Stage(
+    name="ingest", inputs=(), output="bronze.files", build=build,
+    description="sources (JSONL, Parquet, local trees) → bronze.files, bad records quarantined",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.pipeline import stage_main
+
+    return stage_main("ingest", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""The shared spine of every stage: the Spark session, Delta table I/O, and the row ledger.
+
+Tables are Delta tables addressed by ``layer.name`` (``bronze.files``) and stored at
+``<lakehouse>/<layer>/<name>``. Path-based, so the same code runs against a local folder, S3/ABFS,
+or DBFS without a metastore.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jobs.config import REPO_ROOT, SparkSettings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+POM = REPO_ROOT / "conf" / "jars" / "pom.xml"
+
+TABLES: dict[str, str] = {
+    "bronze.files": "every ingested file, one row per file, schema-checked",
+    "silver.files": "files that passed every quality rule",
+    "silver.rejects": "every row a stage dropped, with the stage and the reason",
+    "ops.quarantine": "records a stage could not read or parse, with the payload and the error",
+    "ops.ledger": "one row per stage per run: rows in/out/dropped/quarantined, versions, seconds",
+}
+
+
+class LedgerImbalance(RuntimeError):
+    """A stage's rows in != rows out + dropped + quarantined."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Delta jars and the Spark session
+
+
+def resolve_delta_jars(jars_dir: str | Path) -> list[str]:
+    """Jars of Delta Lake resolved by Maven from conf/jars/pom.xml into ``jars_dir`` (cached).
+
+    The folder carries a stamp with the pom's hash, so editing the pom re-resolves. Maven writes to a
+    temporary folder first, so an interrupted resolve never leaves a half-filled cache.
+    """
+    target = Path(jars_dir)
+    if not target.is_absolute():
+        target = REPO_ROOT / target
+    want = hashlib.sha256(POM.read_bytes()).hexdigest()
+    stamp = target / ".pom-sha256"
+    if not (stamp.exists() and stamp.read_text().strip() == want):
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise RuntimeError(
+                "spark.delta_jars=maven needs Maven (mvn) on PATH; install it, or set "
+                "spark.delta_jars=packages to let Spark fetch io.delta:delta-spark itself"
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=".jars-", dir=target.parent))
+        cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+               "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(f"Maven could not resolve Delta jars:\n{done.stdout}{done.stderr}")
+        (tmp / ".pom-sha256").write_text(want)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    jars = sorted(glob.glob(str(target / "*.jar")))
+    if not jars:
+        raise RuntimeError(f"no jars in {target}; delete it to resolve again")
+    return jars
+
+
+def _delta_on_classpath() -> bool:
+    home = os.environ.get("SPARK_HOME") or str(Path(__import__("pyspark").__file__).parent)
+    return bool(glob.glob(os.path.join(home, "jars", "delta-spark*.jar"))) or (
+        "DATABRICKS_RUNTIME_VERSION" in os.environ
+    )
+
+
+def delta_jars_mode(settings: SparkSettings) -> str:
+    """Resolve ``auto`` to provided / maven / packages (see ``SparkSettings.delta_jars``)."""
+    if settings.delta_jars != "auto":
+        return settings.delta_jars
+    if _delta_on_classpath() or "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Under spark-submit the JVM is already up: jars must come from --packages/--jars.
+        return "provided"
+    return "maven" if shutil.which("mvn") else "packages"
+
+
+def build_code_zip() -> str:
+    """Zip the ``jobs`` and ``udfs`` packages for executors' Python path (deterministic order)."""
+    out = Path(tempfile.mkdtemp(prefix="codemill-code-")) / "codemill_code.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for package in ("jobs", "udfs"):
+            for path in sorted((REPO_ROOT / package).rglob("*.py")):
+                zf.write(path, path.relative_to(REPO_ROOT).as_posix())
+    return str(out)
+
+
+def spark_session(settings: SparkSettings) -> SparkSession:
+    """The one SparkSession factory: local, local-cluster, spark-submit and Databricks alike."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(settings.app_name)
+    if settings.master:
+        builder = builder.master(settings.master)
+    mode = delta_jars_mode(settings)
+    if mode == "maven":
+        builder = builder.config("spark.jars", ",".join(resolve_delta_jars(settings.jars_dir)))
+    elif mode == "packages":
+        builder = builder.config("spark.jars.packages", settings.delta_package)
+    local = (settings.master or "").startswith("local")
+    if local:
+        # Python workers must use this interpreter (with our dependencies), not whatever is on PATH.
+        builder = builder.config("spark.pyspark.python", sys.executable)
+    builder = (
+        builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog",
+                "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    for key, value in settings.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    ship = settings.ship_code if settings.ship_code is not None else not (
+        settings.master or "").startswith("local[")
+    if ship:
+        spark.sparkContext.addPyFile(build_code_zip())
+    return spark
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path or path.startswith(("dbfs:", "file:"))
+
+
+class Lakehouse:
+    """Delta tables under one root. ``name`` is ``layer.table``; versions are Delta versions."""
+
+    def __init__(self, spark: SparkSession | None, root: str):
+        self.spark = spark
+        self.root = root if _is_uri(root) else str(Path(root).resolve())
+
+    def path(self, name: str) -> str:
+        layer, _, table = name.partition(".")
+        if not table:
+            raise ValueError(f"table name must be layer.table, got {name!r}")
+        return f"{self.root.rstrip('/')}/{layer}/{table}"
+
+    def runs_dir(self, run_id: str) -> str:
+        return f"{self.root.rstrip('/')}/_runs/{run_id}"
+
+    def exists(self, name: str) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, self.path(name))
+
+    def version(self, name: str) -> int:
+        from delta.tables import DeltaTable
+
+        row = DeltaTable.forPath(self.spark, self.path(name)).history(1).select("version").first()
+        return int(row[0])
+
+    def read(self, name: str, version: int | None = None) -> tuple[DataFrame, int]:
+        """Read a table at ``version`` (default: latest) and return it with the version read."""
+        if not self.exists(name):
+            raise FileNotFoundError(f"table {name} does not exist at {self.path(name)}; "
+                                    "run the stage that writes it first")
+        v = self.version(name) if version is None else version
+        df = self.spark.read.format("delta").option("versionAsOf", v).load(self.path(name))
+        return df, v
+
+    def write(self, name: str, df: DataFrame, replace_where: str | None = None,
+              append: bool = False) -> int:
+        """Overwrite (or append to, or replace the ``replace_where`` slice of) a table."""
+        writer = df.write.format("delta")
+        if append:
+            writer = writer.mode("append").option("mergeSchema", "true")
+        elif replace_where and self.exists(name):
+            writer = writer.mode("overwrite").option("replaceWhere", replace_where)
+        else:
+            writer = writer.mode("overwrite").option("overwriteSchema", "true")
+        writer.save(self.path(name))
+        return self.version(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ledger
+
+
+@dataclass
+class StageReport:
+    """One ledger row: what one stage did to its rows in one run."""
+
+    run_id: str
+    stage: str
+    rows_in: int
+    rows_out: int
+    dropped: dict[str, int]
+    rows_quarantined: int
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+    config_hash: str
+    input_versions: dict[str, int] = field(default_factory=dict)
+    output_versions: dict[str, int] = field(default_factory=dict)
+    dry_run: bool = False
+
+    @property
+    def rows_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def check_balance(self) -> None:
+        """Fail loudly unless rows in = rows out + rows dropped + rows quarantined."""
+        accounted = self.rows_out + self.rows_dropped + self.rows_quarantined
+        if self.rows_in != accounted:
+            raise LedgerImbalance(
+                f"stage {self.stage}: {self.rows_in} rows in but {accounted} accounted for "
+                f"({self.rows_out} out + {self.rows_dropped} dropped {self.dropped} + "
+                f"{self.rows_quarantined} quarantined)"
+            )
+
+    def as_row(self) -> dict:
+        row = asdict(self)
+        row["rows_dropped"] = self.rows_dropped
+        return row
+
+
+LEDGER_FIELDS: tuple[tuple[str, str], ...] = (
+    ("run_id", "string"),
+    ("stage", "string"),
+    ("rows_in", "long"),
+    ("rows_out", "long"),
+    ("rows_dropped", "long"),
+    ("dropped", "map<string,long>"),
+    ("rows_quarantined", "long"),
+    ("bytes_in", "long"),
+    ("bytes_out", "long"),
+    ("seconds", "double"),
+    ("config_hash", "string"),
+    ("input_versions", "map<string,long>"),
+    ("output_versions", "map<string,long>"),
+    ("dry_run", "boolean"),
+)
+
+
+def append_ledger(lake: Lakehouse, reports: list[StageReport]) -> int:
+    """Append one ops.ledger row per report and return the ledger's new version."""
+    schema = ", ".join(f"{name} {kind}" for name, kind in LEDGER_FIELDS)
+    rows = [tuple(r.as_row()[name] for name, _ in LEDGER_FIELDS) for r in reports]
+    return lake.write("ops.ledger", lake.spark.createDataFrame(rows, schema=schema), append=True)

@@ -1,0 +1,211 @@
+"""The stage registry and the runner behind ``codemill run``, ``codemill stage`` and spark-submit.
+
+For each stage the runner reads its inputs at their latest Delta version (recorded in the ledger),
+lets the stage decide every row, counts the outcomes, checks rows in = out + dropped + quarantined
+*before* writing anything, then writes the output table, its slice of silver.rejects and of
+ops.quarantine, and finally one ops.ledger row per stage. ``dry_run`` does everything but the
+writes: later stages consume the earlier ones' in-memory output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from jobs import filter as filter_stage
+from jobs import ingest
+from jobs.config import ConfigError, PipelineConfig, TreeSource, load_config
+from jobs.lakehouse import Lakehouse, StageReport, append_ledger, spark_session
+from jobs.stage import KEPT, Stage, quarantine_of, rejects_of
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+# Stages in pipeline order. Dedup, decontamination and splitting register here when they exist.
+STAGES: dict[str, Stage] = {s.name: s for s in (ingest.STAGE, filter_stage.STAGE)}
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    reports: list[StageReport]
+    tables: dict[str, tuple[str, int | None]]  # name → (path, version written; None in dry runs)
+    run_dir: str | None
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def curation_overrides(languages: list[str] | None = None, max_samples: int | None = None,
+                       min_stars: int | None = None) -> list[str]:
+    """The seed's curation flags as ``--set`` overrides."""
+    out = []
+    if languages:
+        out.append(f"filter.params.languages=[{', '.join(languages)}]")
+    if max_samples is not None:
+        out.append(f"filter.max_samples={max_samples}")
+    if min_stars is not None:
+        out.append(f"filter.params.min_stars={min_stars}")
+    return out
+
+
+def preflight(cfg: PipelineConfig, stages: list[str]) -> None:
+    """Checks that need no Spark: stage names and local source paths. Raises ConfigError."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"stages: unknown {', '.join(unknown)}; allowed: {', '.join(STAGES)}")
+    if "ingest" in stages:
+        for i, src in enumerate(cfg.ingest.sources):
+            local = "://" not in src.path and not src.path.startswith(("dbfs:", "file:"))
+            if local and not Path(src.path).exists():
+                hint = " (build one with: codemill corpus)" if isinstance(src, TreeSource) else ""
+                raise ConfigError(f"ingest.sources.{i}.path: {src.path} does not exist{hint}")
+
+
+def _tally(result_decided: DataFrame) -> tuple[int, int, dict[str, int], int]:
+    """(rows kept, bytes kept, dropped by reason, rows quarantined) in one aggregation."""
+    from pyspark.sql import functions as F
+
+    kept = kept_bytes = quarantined = 0
+    dropped: dict[str, int] = {}
+    rows = (result_decided.groupBy("_outcome", "_reason")
+            .agg(F.count(F.lit(1)).alias("n"), F.sum("_bytes").alias("b")).collect())
+    for row in rows:
+        if row["_outcome"] == KEPT:
+            kept, kept_bytes = kept + row["n"], kept_bytes + (row["b"] or 0)
+        elif row["_outcome"] == "dropped":
+            reason = row["_reason"] or "unnamed"
+            dropped[reason] = dropped.get(reason, 0) + row["n"]
+        else:
+            quarantined += row["n"]
+    return kept, kept_bytes, dict(sorted(dropped.items())), quarantined
+
+
+def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_id: str,
+               dry_run: bool = False) -> RunResult:
+    from pyspark.sql import functions as F
+
+    lake = Lakehouse(spark, cfg.lakehouse)
+    produced: dict[str, DataFrame] = {}
+    reports: list[StageReport] = []
+    tables: dict[str, tuple[str, int | None]] = {}
+    keep_alive: list[DataFrame] = []
+    for name in stages:
+        stage = STAGES[name]
+        started = time.perf_counter()
+        inputs, in_versions = {}, {}
+        for table in stage.inputs:
+            if table in produced:
+                inputs[table] = produced[table]
+            else:
+                inputs[table], in_versions[table] = lake.read(table)
+        result = stage.build(spark, cfg, inputs)
+        totals = result.input_rows.agg(F.count(F.lit(1)).alias("n"),
+                                       F.sum("_bytes").alias("b")).first()
+        kept, kept_bytes, dropped, quarantined = _tally(result.decided)
+        report = StageReport(
+            run_id=run_id, stage=name, rows_in=totals["n"], rows_out=kept, dropped=dropped,
+            rows_quarantined=quarantined, bytes_in=totals["b"] or 0, bytes_out=kept_bytes,
+            seconds=0.0, config_hash=cfg.config_hash(), input_versions=in_versions,
+            dry_run=dry_run)
+        report.check_balance()
+        kept_df = result.decided.where(F.col("_outcome") == KEPT).select(*result.kept_columns)
+        if dry_run:
+            produced[stage.output] = kept_df
+            keep_alive.extend(result.persisted)
+        else:
+            out = report.output_versions
+            out[stage.output] = lake.write(stage.output, kept_df)
+            slice_ = f"stage = '{name}'"
+            out["silver.rejects"] = lake.write(
+                "silver.rejects", rejects_of(name, result.decided), replace_where=slice_)
+            out["ops.quarantine"] = lake.write(
+                "ops.quarantine", quarantine_of(name, result.decided), replace_where=slice_)
+            for table, version in out.items():
+                tables[table] = (lake.path(table), version)
+            for df in result.persisted:
+                df.unpersist()
+        report.seconds = round(time.perf_counter() - started, 2)
+        reports.append(report)
+    run_dir = None
+    if not dry_run:
+        tables["ops.ledger"] = (lake.path("ops.ledger"), append_ledger(lake, reports))
+        run_dir = write_run_folder(lake, cfg, run_id, reports, tables)
+    for df in keep_alive:
+        df.unpersist()
+    return RunResult(run_id, reports, tables, run_dir)
+
+
+def summary_dict(result: RunResult, cfg: PipelineConfig) -> dict:
+    return {
+        "run_id": result.run_id,
+        "config_hash": cfg.config_hash(),
+        "stages": [r.as_row() for r in result.reports],
+        "tables": {k: {"path": p, "version": v} for k, (p, v) in result.tables.items()},
+    }
+
+
+def write_run_folder(lake: Lakehouse, cfg: PipelineConfig, run_id: str,
+                     reports: list[StageReport], tables: dict) -> str:
+    """``<lakehouse>/_runs/<run_id>/`` with summary.json and the resolved config.yaml."""
+    run_dir = lake.runs_dir(run_id)
+    summary = summary_dict(RunResult(run_id, reports, tables, run_dir), cfg)
+    files = {
+        "summary.json": json.dumps(summary, indent=2, sort_keys=True),
+        "config.yaml": yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+    }
+    if "://" in run_dir or run_dir.startswith("dbfs:"):
+        for name, text in files.items():  # remote storage: let Spark's filesystem write it
+            lake.spark.createDataFrame([(text,)], "value string").coalesce(1).write.mode(
+                "overwrite").text(f"{run_dir}/{name}")
+    else:
+        os.makedirs(run_dir, exist_ok=True)
+        for name, text in files.items():
+            Path(run_dir, name).write_text(text)
+    return run_dir
+
+
+def run_pipeline(cfg: PipelineConfig, stages: list[str] | None = None, dry_run: bool = False,
+                 run_id: str | None = None, spark: SparkSession | None = None) -> RunResult:
+    """Validate, start Spark (unless given one), run ``stages`` (default: ``cfg.stages``)."""
+    names = list(stages or cfg.stages)
+    preflight(cfg, names)
+    session = spark or spark_session(cfg.spark)
+    return run_stages(session, cfg, names, run_id or new_run_id(), dry_run=dry_run)
+
+
+def stage_main(name: str, argv: list[str] | None = None) -> int:
+    """Entry point of ``spark-submit jobs/<stage>.py --config ... [--set k=v ...]``."""
+    from jobs.report import print_summary
+
+    parser = argparse.ArgumentParser(prog=f"jobs/{name}.py", description=STAGES[name].description)
+    parser.add_argument("--config", help="base YAML (default conf/pipeline.yaml)")
+    parser.add_argument("--env", default="cluster", help="overlay conf/env/<env>.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE")
+    parser.add_argument("--language", action="append", default=None)
+    parser.add_argument("--max-samples", type=int)
+    parser.add_argument("--min-stars", type=int)
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--run-id")
+    args = parser.parse_args(argv)
+    overrides = args.overrides + curation_overrides(args.language, args.max_samples,
+                                                    args.min_stars)
+    try:
+        cfg = load_config(args.config, env=args.env or None, overrides=overrides)
+        result = run_pipeline(cfg, [name], dry_run=args.dry_run, run_id=args.run_id)
+    except ConfigError as exc:
+        print(exc)
+        return 2
+    print_summary(result)
+    return 0

@@ -1,0 +1,41 @@
+"""Terminal output of a run: per-stage counts, drop reasons, and where the tables are."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from jobs.pipeline import RunResult
+
+
+def print_summary(result: RunResult, console: Console | None = None) -> None:
+    console = console or Console()
+    dry = any(r.dry_run for r in result.reports)
+    title = f"codemill run {result.run_id}" + (" (dry run: nothing written)" if dry else "")
+    stages = Table(title=title)
+    for col in ("stage", "rows in", "kept", "dropped", "quarantined", "MB in", "MB out", "seconds"):
+        stages.add_column(col, justify="left" if col == "stage" else "right")
+    for r in result.reports:
+        stages.add_row(r.stage, f"{r.rows_in:,}", f"{r.rows_out:,}", f"{r.rows_dropped:,}",
+                       f"{r.rows_quarantined:,}", f"{r.bytes_in / 1e6:.1f}",
+                       f"{r.bytes_out / 1e6:.1f}", f"{r.seconds:.1f}")
+    console.print(stages)
+    reasons = Table(title="dropped by reason")
+    for col in ("stage", "reason", "rows"):
+        reasons.add_column(col, justify="right" if col == "rows" else "left")
+    for r in result.reports:
+        for reason, n in sorted(r.dropped.items(), key=lambda kv: -kv[1]):
+            reasons.add_row(r.stage, reason, f"{n:,}")
+    console.print(reasons)
+    if result.tables:
+        where = Table(title="tables")
+        for col in ("table", "Delta version", "path"):
+            where.add_column(col)
+        for name, (path, version) in sorted(result.tables.items()):
+            where.add_row(name, str(version), path)
+        console.print(where)
+    if result.run_dir:
+        console.print(f"run folder: {result.run_dir} (summary.json, config.yaml)")

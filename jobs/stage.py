@@ -1,0 +1,87 @@
+"""The contract between a stage and the runner (``jobs.pipeline``).
+
+A stage turns its inputs into one *decided* DataFrame, one row per input row, with three columns the
+runner reads, ``_outcome`` (``kept`` / ``dropped`` / ``quarantined``), ``_reason`` (the drop reason
+or the quarantine error) and ``_bytes``, beside the stage's own columns. Its input is counted on its
+own (``input_rows``), so a stage that loses or invents rows fails the ledger check instead of
+passing it by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from jobs.config import PipelineConfig
+
+KEPT, DROPPED, QUARANTINED = "kept", "dropped", "quarantined"
+
+FILE_COLUMNS = ("id", "repo", "path", "language", "license", "stars", "text", "size_bytes")
+
+REJECT_SCHEMA = (
+    "stage string, reason string, id string, repo string, path string, language string, "
+    "license string, stars long, text string, size_bytes long, detail string"
+)
+QUARANTINE_SCHEMA = "stage string, source_kind string, source string, payload string, error string"
+
+
+@dataclass
+class StageResult:
+    input_rows: DataFrame  # what the stage read; needs a _bytes column
+    decided: DataFrame  # one row per input row: _outcome, _reason, _bytes + the stage's columns
+    kept_columns: tuple[str, ...]  # projection of kept rows into the output table
+    persisted: list[DataFrame] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A registered stage: its inputs and output table, and the function that decides every row."""
+
+    name: str
+    inputs: tuple[str, ...]
+    output: str
+    build: Callable[[SparkSession, PipelineConfig, dict[str, DataFrame]], StageResult]
+    description: str = ""
+
+
+def arrow_schema(ddl: str):
+    """The Arrow schema of a Spark DDL string, for a mapInArrow function to yield.
+
+    Computed on the driver (parsing DDL needs the JVM) and captured by the function's closure.
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import _parse_datatype_string
+
+    return to_arrow_schema(_parse_datatype_string(ddl))
+
+
+def rejects_of(stage: str, decided: DataFrame) -> DataFrame:
+    """Dropped rows in silver.rejects' schema (columns a stage lacks are null)."""
+    from pyspark.sql import functions as F
+
+    cols = set(decided.columns)
+    select = [F.lit(stage).alias("stage"), F.col("_reason").alias("reason")]
+    for spec in REJECT_SCHEMA.split(", ")[2:]:
+        name, kind = spec.split(" ")
+        value = F.col(name) if name in cols else F.lit(None)
+        select.append(value.cast(kind).alias(name))
+    return decided.where(F.col("_outcome") == DROPPED).select(*select)
+
+
+def quarantine_of(stage: str, decided: DataFrame) -> DataFrame:
+    """Quarantined rows in ops.quarantine's schema."""
+    from pyspark.sql import functions as F
+
+    cols = set(decided.columns)
+
+    def pick(name: str):
+        return (F.col(name) if name in cols else F.lit(None)).cast("string").alias(name)
+
+    return decided.where(F.col("_outcome") == QUARANTINED).select(
+        F.lit(stage).alias("stage"), pick("source_kind"), pick("source"), pick("payload"),
+        F.col("_reason").alias("error"),
+    )
