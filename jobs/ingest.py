@@ -131,21 +131,26 @@ def _jsonl(spark: SparkSession, src: JsonlSource) -> DataFrame:
 def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
     """Parquet rows as JSON lines, so they pass the same field checks as JSONL.
 
-    Read as one dataset when the files agree; when that fails (a corrupt file, clashing schemas),
-    file by file, and each unreadable file becomes a single line that fails to parse, naming it.
+    Read as one dataset when the files' schemas merge (``mergeSchema`` reads every footer up front,
+    so a clash fails here rather than halfway through the job); otherwise file by file, where
+    each file's rows are checked field by field and an unreadable file becomes a single line that
+    fails to parse, naming it.
     """
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
+
+    unreadable = (PySparkException, Py4JJavaError)  # a bad footer surfaces as either
 
     def as_lines(df: DataFrame) -> DataFrame:
         return df.select(F.to_json(F.struct("*")).alias("line"),
                          F.col("_metadata.file_path").alias("source"))
 
     try:
-        df = as_lines(spark.read.parquet(src.path))
+        df = as_lines(spark.read.option("mergeSchema", "true").parquet(src.path))
         df.schema  # noqa: B018 - forces the footer read now, inside the try
         return df
-    except PySparkException:
+    except unreadable:
         pass
     files = sorted(r.path for r in spark.read.format("binaryFile").load(src.path)
                    .select("path").collect())
@@ -155,7 +160,7 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
             part = as_lines(spark.read.parquet(f))
             part.schema  # noqa: B018
             parts.append(part)
-        except PySparkException as exc:
+        except unreadable as exc:
             first = str(exc).strip().splitlines()[0][:300]
             broken.append((f"unreadable parquet file: {first}", f))
     if broken:

@@ -118,8 +118,10 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         builder = builder.config("spark.jars.packages", settings.delta_package)
     local = (settings.master or "").startswith("local")
     if local:
-        # Python workers must use this interpreter (with our dependencies), not whatever is on PATH.
-        builder = builder.config("spark.pyspark.python", sys.executable)
+        # Python workers must use this interpreter (with our dependencies), not whatever python3
+        # is on PATH. An in-process SparkContext reads PYSPARK_PYTHON (the conf key
+        # spark.pyspark.python is only honoured by spark-submit).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog",

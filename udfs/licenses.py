@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from email.parser import HeaderParser
 
+from udfs.languages import language_for_path
+
 # Phrases that occur in the canonical text of each license (checked in order: more specific first).
 _TEXT_MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("agpl-3.0", ("gnu affero general public license",)),
@@ -91,12 +93,20 @@ def normalize_license(name: str | None) -> str | None:
 
 
 def license_from_text(text: str) -> str | None:
-    """Name the license whose canonical phrases all occur in ``text`` (first 20,000 characters)."""
+    """Name the license of a license file (first 20,000 characters).
+
+    A license matches when all its phrases occur. Files often bundle several licenses (the main one
+    first, then those of vendored parts, or a history that mentions others), so among the matches
+    the one whose first phrase occurs earliest wins; ties go to the more specific text
+    (BSD-3 before BSD-2).
+    """
     flat = " ".join(text[:20_000].lower().split())
-    for spdx, phrases in _TEXT_MARKERS:
+    best: tuple[int, int, str] | None = None
+    for rank, (spdx, phrases) in enumerate(_TEXT_MARKERS):
         if all(p in flat for p in phrases):
-            return spdx
-    return None
+            candidate = (flat.index(phrases[0]), rank, spdx)
+            best = min(best, candidate) if best else candidate
+    return best[2] if best else None
 
 
 def license_from_metadata(metadata: str) -> tuple[str | None, str | None]:
@@ -127,8 +137,8 @@ def license_from_metadata(metadata: str) -> tuple[str | None, str | None]:
 def is_license_file(relpath: str) -> bool:
     """True for a LICENSE/LICENCE/COPYING file at a repo's root or under a ``*.dist-info/`` folder."""
     parts = relpath.split("/")
-    if not _LICENSE_FILE.match(parts[-1]):
-        return False
+    if not _LICENSE_FILE.match(parts[-1]) or language_for_path(parts[-1]):
+        return False  # license.py is code about licenses, not a license
     return len(parts) == 1 or parts[0].endswith(".dist-info")
 
 

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+
+from jobs.config import ConfigError, load_config, parse_override
+from jobs.pipeline import curation_overrides, preflight
+
+
+def test_layers_and_overrides(tmp_path):
+    cfg = load_config(env="local", overrides=["filter.params.min_stars=5",
+                                              "filter.params.languages=[python, go]"])
+    assert cfg.spark.master == "local[*]"  # from conf/env/local.yaml
+    assert cfg.filter.params.min_stars == 5
+    assert cfg.filter.params.languages == ("python", "go")
+    assert load_config(env="cluster").spark.master is None
+
+
+def test_curation_flags_become_overrides():
+    cfg = load_config(overrides=curation_overrides(["rust"], 100, 50))
+    assert (cfg.filter.params.languages, cfg.filter.max_samples,
+            cfg.filter.params.min_stars) == (("rust",), 100, 50)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("filter.params.min_linez=3", "filter.params.min_linez: unknown key; allowed keys here: "
+                                      "allowed_licenses"),
+        ("spark.delta_jars=foo", "spark.delta_jars: Input should be 'auto', 'maven', 'packages' "
+                                 "or 'provided'"),
+        ("filter.params.unknown_stars=maybe", "filter.params.unknown_stars: Input should be "
+                                              "'keep' or 'drop'"),
+        ("filter.params.min_lines=many", "filter.params.min_lines: Input should be a valid integer"),
+        ("bogus=1", "bogus: unknown key; allowed keys here: filter, ingest, lakehouse, spark, "
+                    "stages"),
+        ("ingest.sources=[{kind: tree, path: x, depth: 1}]",
+         "ingest.sources.0.depth: unknown key; allowed keys here: kind, layout, path"),
+        ("filter.params.rules=[lines, vibes]", "filter.params.rules: unknown rule(s) vibes"),
+        ("stages=[ingest, dedupe]", "stages.1: Input should be 'ingest' or 'filter'"),
+    ],
+)
+def test_bad_config_names_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert message in str(err.value)
+
+
+def test_bad_env_and_override_syntax():
+    with pytest.raises(ConfigError, match="env: no overlay .*allowed: cluster, databricks, local"):
+        load_config(env="moon")
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        parse_override("novalue")
+
+
+def test_missing_source_fails_before_spark(tmp_path):
+    cfg = load_config(overrides=[f"ingest.sources=[{{kind: tree, path: {tmp_path}/nope}}]"])
+    with pytest.raises(ConfigError, match=r"ingest.sources.0.path: .*nope does not exist"):
+        preflight(cfg, ["ingest", "filter"])
+
+
+def test_config_hash_changes_with_content():
+    assert load_config().config_hash() == load_config().config_hash()
+    assert load_config().config_hash() != load_config(
+        overrides=["filter.params.min_lines=3"]).config_hash()
