@@ -78,12 +78,13 @@ def corpus(out: Annotated[str, typer.Option(help="folder to (re)write")] = "data
            stdlib: Annotated[bool, typer.Option(help="the Python standard library")] = True,
            stdlib_tests: Annotated[bool, typer.Option(help="include the stdlib's test suite")] = False,
            site_packages: Annotated[bool, typer.Option(help="installed distributions")] = True,
+           dist: Annotated[Optional[list[str]], typer.Option(help="only this installed distribution (repeatable)")] = None,
            tree: Annotated[Optional[list[str]], typer.Option(help="another source tree or git repo")] = None) -> None:
     """Build a corpus of real code from this machine (one folder per repo)."""
     from jobs.corpus import build_corpus
 
     s = build_corpus(out, stdlib=stdlib, site_packages=site_packages, trees=tree or [],
-                     stdlib_tests=stdlib_tests)
+                     stdlib_tests=stdlib_tests, distributions=dist)
     console.print(f"corpus at {s.out}: {len(s.repos)} repos, {s.files:,} files, "
                   f"{s.bytes / 1e6:.1f} MB")
 

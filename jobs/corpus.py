@@ -66,13 +66,19 @@ def add_stdlib(out: Path, summary: CorpusSummary, include_tests: bool = False) -
         _copy(license_file, out / repo / "LICENSE", summary, repo)
 
 
-def add_site_packages(out: Path, summary: CorpusSummary, paths: list[str] | None = None) -> None:
-    """Every distribution importable from ``paths`` (default: this interpreter's ``sys.path``)."""
+def _dist_name(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def add_site_packages(out: Path, summary: CorpusSummary, paths: list[str] | None = None,
+                      only: list[str] | None = None) -> None:
+    """Distributions importable from ``paths`` (default: ``sys.path``); ``only`` names a subset."""
+    wanted = {_dist_name(n) for n in only} if only else None
     seen: set[str] = set()
     for dist in sorted(md.distributions(path=paths or sys.path),
                        key=lambda d: (d.metadata["Name"] or "").lower()):
-        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if not name or name in seen or not dist.files:
+        name = _dist_name(dist.metadata["Name"] or "")
+        if not name or name in seen or not dist.files or (wanted and name not in wanted):
             continue
         seen.add(name)
         for entry in dist.files:
@@ -86,7 +92,10 @@ def add_site_packages(out: Path, summary: CorpusSummary, paths: list[str] | None
 
 def add_tree(out: Path, summary: CorpusSummary, tree: Path) -> None:
     tree = tree.resolve()
-    repo = tree.name
+    repo, n = tree.name, 1
+    while (out / repo).exists():  # two trees with one name (a package and its vendored copy)
+        n += 1
+        repo = f"{tree.name}-{n}"
     for src in sorted(tree.rglob("*")):
         rel = src.relative_to(tree)
         if src.is_file() and not (set(rel.parts) & VCS_DIRS):
@@ -95,7 +104,8 @@ def add_tree(out: Path, summary: CorpusSummary, tree: Path) -> None:
 
 def build_corpus(out: str | Path, stdlib: bool = True, site_packages: bool = True,
                  trees: list[str] | tuple[str, ...] = (), stdlib_tests: bool = False,
-                 site_paths: list[str] | None = None) -> CorpusSummary:
+                 site_paths: list[str] | None = None,
+                 distributions: list[str] | None = None) -> CorpusSummary:
     """Write a fresh corpus to ``out`` (replacing what was there) and say what it holds."""
     out = Path(out)
     if out.exists():
@@ -105,7 +115,7 @@ def build_corpus(out: str | Path, stdlib: bool = True, site_packages: bool = Tru
     if stdlib:
         add_stdlib(out, summary, include_tests=stdlib_tests)
     if site_packages:
-        add_site_packages(out, summary, site_paths)
+        add_site_packages(out, summary, site_paths, only=distributions)
     for tree in trees:
         add_tree(out, summary, Path(tree))
     return summary

@@ -1,0 +1,58 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # Explore a codemill run
+# MAGIC Reads the ledger and the tables of the latest run: what each stage kept, dropped and why.
+# MAGIC On Databricks, set `LAKEHOUSE` to the workspace path; locally it runs as a plain script:
+# MAGIC `python notebooks/explore_pipeline.py` after `make run`.
+
+# COMMAND ----------
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path.cwd()) if Path("jobs").exists() else str(Path.cwd().parent))
+
+from jobs.config import load_config  # noqa: E402
+from jobs.lakehouse import Lakehouse, spark_session  # noqa: E402
+
+LAKEHOUSE = os.environ.get("CODEMILL_LAKEHOUSE", "lakehouse")
+cfg = load_config(env="local", overrides=[f"lakehouse={LAKEHOUSE}"])
+spark = spark_session(cfg.spark)  # on Databricks this returns the notebook's session
+lake = Lakehouse(spark, cfg.lakehouse)
+
+# COMMAND ----------
+
+# MAGIC %md ## The ledger: one row per stage per run
+
+# COMMAND ----------
+
+ledger, _ = lake.read("ops.ledger")
+ledger.orderBy("run_id", "stage").select(
+    "run_id", "stage", "rows_in", "rows_out", "rows_dropped", "rows_quarantined", "seconds"
+).show(truncate=False)
+
+# COMMAND ----------
+
+# MAGIC %md ## Why rows were dropped, and a sample of each reason
+
+# COMMAND ----------
+
+rejects, _ = lake.read("silver.rejects")
+rejects.groupBy("stage", "reason").count().orderBy("count", ascending=False).show(truncate=False)
+rejects.select("reason", "repo", "path").dropDuplicates(["reason"]).show(truncate=False)
+
+# COMMAND ----------
+
+# MAGIC %md ## What was kept, by language and license
+
+# COMMAND ----------
+
+silver, version = lake.read("silver.files")
+print(f"silver.files @ version {version}")
+silver.groupBy("language", "license").count().orderBy("count", ascending=False).show()
+
+# COMMAND ----------
+
+quarantine, _ = lake.read("ops.quarantine")
+quarantine.select("stage", "source_kind", "error").show(truncate=80)
