@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from jobs.lakehouse import TABLES, Lakehouse
+from jobs.lakehouse import TABLES, Lakehouse, _is_uri
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,18 @@ def list_tables(root: str) -> list[TableInfo]:
     from deltalake import DeltaTable
 
     lake = Lakehouse(None, root)
-    base = Path(lake.root)
+    if _is_uri(lake.root):
+        # Object stores cannot be globbed here: look up the tables codemill knows by name.
+        candidates = [(n, lake.path(n)) for n in TABLES]
+        candidates = [(n, p) for n, p in candidates if DeltaTable.is_deltatable(p)]
+    else:
+        candidates = [(f"{log.parent.parent.name}.{log.parent.name}", str(log.parent))
+                      for log in sorted(Path(lake.root).glob("*/*/_delta_log"))]
     found = []
-    for log in sorted(base.glob("*/*/_delta_log")):
-        table_dir = log.parent
-        name = f"{table_dir.parent.name}.{table_dir.name}"
-        dt = DeltaTable(str(table_dir))
+    for name, table_dir in candidates:
+        dt = DeltaTable(table_dir)
         rows = dt.to_pyarrow_dataset().count_rows()
-        found.append(TableInfo(name, str(table_dir), dt.version(), rows, TABLES.get(name, "")))
+        found.append(TableInfo(name, table_dir, dt.version(), rows, TABLES.get(name, "")))
     return found
 
 
@@ -60,7 +64,7 @@ def export_table(root: str, table: str, fmt: Literal["jsonl", "parquet"], out: s
     from deltalake import DeltaTable
 
     path = Lakehouse(None, root).path(table)
-    if not (Path(path) / "_delta_log").exists():
+    if not DeltaTable.is_deltatable(path):
         raise FileNotFoundError(f"no Delta table {table} at {path}")
     dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
     out = Path(out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -212,7 +212,3 @@ def load_config(
             f"allowed: {', '.join(RULES)}"
         )
     return cfg
-
-
-def stage_names() -> tuple[str, ...]:
-    return get_args(StageName)

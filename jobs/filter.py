@@ -77,8 +77,10 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
         _decide(cfg.filter.params, cfg.ingest.quarantine_payload_chars,
                 arrow_schema(DECIDED_SCHEMA)),
         DECIDED_SCHEMA)
+    persisted = []
     if cfg.filter.max_samples is not None:
-        decided = decided.persist(StorageLevel.MEMORY_AND_DISK)
+        decided = decided.persist(StorageLevel.MEMORY_AND_DISK)  # read twice: sample, then join
+        persisted.append(decided)
         chosen = (decided.where(F.col("_outcome") == KEPT).select("id").distinct()
                   .orderBy("id").limit(cfg.filter.max_samples)
                   .select("id", F.lit(True).alias("_chosen")))
@@ -90,11 +92,12 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
                    .drop("_chosen"))
     decided = decided.withColumn("_bytes", F.col("size_bytes")).persist(
         StorageLevel.MEMORY_AND_DISK)
+    persisted.append(decided)
     return StageResult(
         input_rows=files.select(F.col("size_bytes").alias("_bytes")),
         decided=decided,
         kept_columns=FILE_COLUMNS + tuple(s.split(" ")[0] for s in SIGNALS.split(", ")),
-        persisted=[decided],
+        persisted=persisted,
     )
 
 
