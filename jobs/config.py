@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from udfs.filters import RULES, FilterParams
 
@@ -89,15 +89,56 @@ class FilterSettings(_Strict):
     max_samples: int | None = Field(None, ge=1)  # keep at most N (lowest ids); rest over_max_samples
 
 
-StageName = Literal["ingest", "filter"]
+class DedupSettings(_Strict):
+    """Exact and MinHash-LSH near-duplicate removal (``jobs.dedup``; definitions in udfs.minhash).
+
+    bands/rows: the LSH banding; both None (default) picks them from ``threshold`` by minimizing
+    ``fp_weight``·P(false positive) + ``fn_weight``·P(false negative). verify: keep a candidate edge
+    only if the signatures' estimated Jaccard is ≥ threshold. max_rounds: connected-components
+    rounds before the stage fails (each round at least halves the longest path in practice).
+    """
+
+    near: bool = True  # False: exact deduplication only
+    ngram: int = Field(5, ge=1, le=64)
+    num_perm: int = Field(256, ge=8, le=2048)
+    seed: int = Field(1, ge=0)
+    hash: Literal["poly", "sha1"] = "poly"
+    threshold: float = Field(0.7, gt=0.0, lt=1.0)
+    bands: int | None = Field(None, ge=1)
+    rows: int | None = Field(None, ge=1)
+    fp_weight: float = Field(0.5, ge=0.0, le=1.0)
+    fn_weight: float = Field(0.5, ge=0.0, le=1.0)
+    verify: bool = True
+    max_rounds: int = Field(40, ge=1)
+
+    @model_validator(mode="after")
+    def _banding(self):
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("dedup.bands and dedup.rows: give both or neither")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"dedup.bands × dedup.rows = {self.bands * self.rows} exceeds "
+                             f"dedup.num_perm = {self.num_perm}")
+        return self
+
+    def banding(self) -> tuple[int, int]:
+        """(bands, rows): as given, or optimal for the threshold."""
+        if self.bands is not None:
+            return self.bands, self.rows
+        from udfs.minhash import optimal_bands
+
+        return optimal_bands(self.threshold, self.num_perm, self.fp_weight, self.fn_weight)
+
+
+StageName = Literal["ingest", "filter", "dedup"]
 
 
 class PipelineConfig(_Strict):
     lakehouse: str = "lakehouse"  # root folder or URI of the Delta tables and run folders
-    stages: tuple[StageName, ...] = ("ingest", "filter")
+    stages: tuple[StageName, ...] = ("ingest", "filter", "dedup")
     spark: SparkSettings = SparkSettings()
     ingest: IngestSettings = IngestSettings()
     filter: FilterSettings = FilterSettings()
+    dedup: DedupSettings = DedupSettings()
 
     def config_hash(self) -> str:
         """First 16 hex chars of SHA-256 over the canonical JSON of the config."""

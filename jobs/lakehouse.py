@@ -29,6 +29,8 @@ POM = REPO_ROOT / "conf" / "jars" / "pom.xml"
 TABLES: dict[str, str] = {
     "bronze.files": "every ingested file, one row per file, schema-checked",
     "silver.files": "files that passed every quality rule",
+    "silver.unique_files": "silver.files without exact and near duplicates (one per cluster)",
+    "silver.dup_clusters": "every exact or near-duplicate cluster: members, representative, Jaccard",
     "silver.rejects": "every row a stage dropped, with the stage and the reason",
     "ops.quarantine": "records a stage could not read or parse, with the payload and the error",
     "ops.ledger": "one row per stage per run: rows in/out/dropped/quarantined, versions, seconds",

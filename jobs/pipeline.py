@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from jobs import dedup, ingest
 from jobs import filter as filter_stage
-from jobs import ingest
 from jobs.config import ConfigError, PipelineConfig, TreeSource, load_config
 from jobs.lakehouse import Lakehouse, StageReport, append_ledger, spark_session
 from jobs.stage import KEPT, Stage, quarantine_of, rejects_of
@@ -30,8 +30,8 @@ from jobs.stage import KEPT, Stage, quarantine_of, rejects_of
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-# Stages in pipeline order. Dedup, decontamination and splitting register here when they exist.
-STAGES: dict[str, Stage] = {s.name: s for s in (ingest.STAGE, filter_stage.STAGE)}
+# Stages in pipeline order. Decontamination and splitting register here when they exist.
+STAGES: dict[str, Stage] = {s.name: s for s in (ingest.STAGE, filter_stage.STAGE, dedup.STAGE)}
 
 
 @dataclass
@@ -122,10 +122,13 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
         kept_df = result.decided.where(F.col("_outcome") == KEPT).select(*result.kept_columns)
         if dry_run:
             produced[stage.output] = kept_df
+            produced.update(result.extra_outputs)
             keep_alive.extend(result.persisted)
         else:
             out = report.output_versions
             out[stage.output] = lake.write(stage.output, kept_df)
+            for table, df in result.extra_outputs.items():
+                out[table] = lake.write(table, df)
             slice_ = f"stage = '{name}'"
             out["silver.rejects"] = lake.write(
                 "silver.rejects", rejects_of(name, result.decided), replace_where=slice_)

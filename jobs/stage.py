@@ -35,6 +35,8 @@ class StageResult:
     decided: DataFrame  # one row per input row: _outcome, _reason, _bytes + the stage's columns
     kept_columns: tuple[str, ...]  # projection of kept rows into the output table
     persisted: list[DataFrame] = field(default_factory=list)
+    # further tables the stage writes whole (overwrite), e.g. dedup's silver.dup_clusters
+    extra_outputs: dict[str, DataFrame] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

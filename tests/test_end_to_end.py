@@ -40,7 +40,7 @@ def test_run_tables_export(workdir):
             "--set", f"ingest.sources=[{{kind: tree, path: '{workdir / 'corpus'}'}}]",
             "--set", "spark.master=local[2]"]
     out = codemill("run", *sets, cwd=workdir)
-    assert "ingest" in out and "filter" in out and "run folder:" in out
+    assert "ingest" in out and "filter" in out and "dedup" in out and "run folder:" in out
 
     [run_dir] = (lake / "_runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -51,9 +51,11 @@ def test_run_tables_export(workdir):
     assert by_stage["ingest"]["rows_quarantined"] == 1  # latin1.py
     assert by_stage["filter"]["rows_in"] == by_stage["ingest"]["rows_out"]
     assert by_stage["filter"]["rows_out"] > 0
+    assert by_stage["dedup"]["rows_in"] == by_stage["filter"]["rows_out"]
+    assert by_stage["dedup"]["rows_out"] > 0
 
     ledger = DeltaTable(str(lake / "ops" / "ledger")).to_pyarrow_table().to_pylist()
-    assert {r["stage"] for r in ledger} == {"ingest", "filter"}
+    assert {r["stage"] for r in ledger} == {"ingest", "filter", "dedup"}
     for row in ledger:
         assert row["run_id"] == summary["run_id"]
         assert row["rows_in"] == row["rows_out"] + row["rows_dropped"] + row["rows_quarantined"]
@@ -66,8 +68,8 @@ def test_run_tables_export(workdir):
     assert {"typer", "shellingham", "pluggy"} <= repos
 
     listing = codemill("tables", "--lakehouse", str(lake), cwd=workdir)
-    for table in ("bronze.files", "silver.files", "silver.rejects", "ops.quarantine",
-                  "ops.ledger"):
+    for table in ("bronze.files", "silver.files", "silver.unique_files", "silver.dup_clusters",
+                  "silver.rejects", "ops.quarantine", "ops.ledger"):
         assert table in listing
 
     # A second run over the same input writes new versions of the same rows.

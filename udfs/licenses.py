@@ -166,3 +166,27 @@ def repo_license(evidence: list[tuple[str, str]]) -> str | None:
             from_text = from_text or license_from_text(text)
     return expression or from_text or weak
 
+
+
+# Permissiveness, most permissive first: what deduplication prefers to keep when copies of one file
+# carry different licenses. Public-domain dedications, then the short notice-only licenses, then
+# those with more conditions (BSD-3's endorsement clause, Apache-2.0's NOTICE and patent terms,
+# PSF's), then weak and strong copyleft. A license not listed ranks after all listed ones; an
+# unknown license (None) ranks last.
+PERMISSIVENESS: tuple[tuple[str, ...], ...] = (
+    ("cc0-1.0", "unlicense", "mit-0"),
+    ("mit", "isc", "bsd-2-clause"),
+    ("bsd-3-clause",),
+    ("apache-2.0",),
+    ("psf-2.0",),
+    ("mpl-2.0", "lgpl-2.1", "lgpl-3.0"),
+    ("gpl-2.0", "gpl-3.0", "agpl-3.0"),
+)
+_PERMISSIVENESS_RANK = {spdx: rank for rank, group in enumerate(PERMISSIVENESS) for spdx in group}
+
+
+def permissiveness_rank(license_id: str | None) -> int:
+    """0 for the most permissive licenses; len(PERMISSIVENESS) for unlisted; +1 for unknown."""
+    if license_id is None:
+        return len(PERMISSIVENESS) + 1
+    return _PERMISSIVENESS_RANK.get(license_id, len(PERMISSIVENESS))

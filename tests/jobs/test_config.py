@@ -36,7 +36,7 @@ def test_curation_flags_become_overrides():
         ("ingest.sources=[{kind: tree, path: x, depth: 1}]",
          "ingest.sources.0.depth: unknown key; allowed keys here: kind, layout, path"),
         ("filter.params.rules=[lines, vibes]", "filter.params.rules: unknown rule(s) vibes"),
-        ("stages=[ingest, dedupe]", "stages.1: Input should be 'ingest' or 'filter'"),
+        ("stages=[ingest, dedupe]", "stages.1: Input should be 'ingest', 'filter' or 'dedup'"),
     ],
 )
 def test_bad_config_names_the_key(override, message):

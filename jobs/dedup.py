@@ -1,0 +1,345 @@
+"""Stage ``dedup``: silver.files → silver.unique_files (+ silver.dup_clusters, silver.rejects).
+
+1. **Signatures** (one pass, Arrow batches on executors): every file's ``content_hash`` over the
+   normalized text and its MinHash signature (``udfs.minhash`` states the normalization, tokens,
+   shingles, hash and permutations; signatures equal datasketch's).
+2. **Exact duplicates**: files with one ``content_hash`` keep the first by the *rank* below; the
+   others are dropped as ``exact_duplicate``.
+3. **Near duplicates** among the exact survivors: each signature is cut into ``bands`` keys of
+   ``rows`` values (binary columns); files sharing a key are linked to the smallest file id of that
+   bucket (star edges, not all pairs); with ``dedup.verify`` an edge survives only if the two
+   signatures' estimated Jaccard is ≥ ``dedup.threshold``; ``jobs.components`` then finds the
+   connected components on the cluster. A component's id is its smallest file id, so two runs give
+   identical tables. Each component keeps its first file by rank; the others are dropped as
+   ``near_duplicate``.
+4. Every dropped file goes to silver.rejects with ``detail`` = JSON of its cluster (kind, cluster
+   id, representative, estimated Jaccard to the representative), and every cluster of two or more
+   files to silver.dup_clusters (members, representative, size, max/min estimated Jaccard of the
+   members to the representative). A file whose hashing raised is quarantined with the error.
+
+**Rank** (the representative rule, the same for exact and near clusters): most permissive license
+first (``udfs.licenses.PERMISSIVENESS``), then most stars, then the quality signals the filter
+computed (higher ``alpha_fraction``, then shorter ``max_line_length``), then ``path``, ``repo``
+and ``id`` in ascending order, so ties always break the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if __name__ == "__main__" and not __package__:  # spark-submit jobs/dedup.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs.components import connected_components  # noqa: E402
+from jobs.config import DedupSettings, PipelineConfig  # noqa: E402
+from jobs.filter import SIGNALS  # noqa: E402
+from jobs.stage import (  # noqa: E402
+    DROPPED,
+    FILE_COLUMNS,
+    KEPT,
+    QUARANTINED,
+    Stage,
+    StageResult,
+    arrow_schema,
+)
+from udfs.licenses import PERMISSIVENESS, permissiveness_rank  # noqa: E402
+from udfs.minhash import MinHasher, content_hash, estimated_jaccard, shingle_hashes  # noqa: E402
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+INPUT_COLUMNS = FILE_COLUMNS + tuple(s.split(" ")[0] for s in SIGNALS.split(", "))
+SIGNED_SCHEMA = (
+    "id string, repo string, path string, language string, license string, stars long, "
+    f"size_bytes long, {SIGNALS}, content_hash string, signature binary, "
+    "shingles long, _error string"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Executor-side functions (Arrow batches in, Arrow batches out)
+
+
+def _utf8_buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes, offsets) of an Arrow string column without copying the text; nulls read as ""."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.null_count:
+        column = pc.fill_null(column, "")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    wide = pa.types.is_large_string(column.type)
+    _, offsets, data = column.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int64 if wide else np.int32)
+    offsets = offsets[column.offset:column.offset + len(column) + 1].astype(np.int64)
+    return np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8), offsets
+
+
+def _sign(d: DedupSettings, schema: pa.Schema):
+    """mapInArrow function: files → the same rows without their text, plus content_hash, signature
+    (binary, little-endian uint32s), shingles and _error."""
+    import numpy as np
+    import pyarrow as pa
+
+    def signatures(texts: pa.Array, hasher: MinHasher) -> tuple[np.ndarray, np.ndarray]:
+        data, offsets = _utf8_buffers(texts)
+        hashes, counts = shingle_hashes(data, offsets, d.ngram, d.hash)
+        return hasher.signatures(hashes, counts), counts
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        hasher = MinHasher(d.num_perm, d.seed)
+        for batch in batches:
+            texts = batch.column("text")
+            n = batch.num_rows
+            errors: list[str | None] = [None] * n
+            hashes: list[str | None] = [None] * n
+            for i, text in enumerate(texts.to_pylist()):
+                try:
+                    hashes[i] = content_hash(text or "")
+                except Exception as exc:  # noqa: BLE001 - quarantine the file, not the job
+                    errors[i] = f"hash_error: {type(exc).__name__}: {exc}"
+            try:
+                sigs, counts = signatures(texts, hasher)
+            except Exception:  # noqa: BLE001 - find the file that raised, one at a time
+                sigs = np.zeros((n, d.num_perm), dtype=np.uint32)
+                counts = np.zeros(n, dtype=np.int64)
+                for i in range(n):
+                    try:
+                        s, c = signatures(texts.slice(i, 1), hasher)
+                        sigs[i], counts[i] = s[0], c[0]
+                    except Exception as exc:  # noqa: BLE001
+                        errors[i] = errors[i] or f"minhash_error: {type(exc).__name__}: {exc}"
+            blob = sigs.astype("<u4", copy=False).tobytes()
+            width = 4 * d.num_perm
+            signature = [blob[i * width:(i + 1) * width] if counts[i] and not errors[i] else None
+                         for i in range(n)]
+            columns = {name: batch.column(name) for name in batch.schema.names}
+            columns.update(content_hash=pa.array(hashes, pa.string()),
+                           signature=pa.array(signature, pa.binary()),
+                           shingles=pa.array(counts, pa.int64()),
+                           _error=pa.array(errors, pa.string()))
+            yield pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+    return run
+
+
+def _jaccard(num_perm: int, keep: tuple[str, ...], schema: pa.Schema):
+    """mapInArrow function: rows with signatures ``sig_a``/``sig_b`` → ``keep`` + ``jaccard``."""
+    import numpy as np
+    import pyarrow as pa
+
+    def matrix(column: pa.Array) -> np.ndarray:
+        blob = b"".join(column.to_pylist())
+        return np.frombuffer(blob, dtype="<u4").reshape(len(column), num_perm)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            j = estimated_jaccard(matrix(batch.column("sig_a")), matrix(batch.column("sig_b")))
+            arrays = [batch.column(name) for name in keep] + [pa.array(j, pa.float64())]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def rank_order() -> list[Column]:
+    """The representative rule as a window ordering (module docstring)."""
+    from pyspark.sql import functions as F
+
+    return [F.col("_license_rank").asc(), F.col("stars").desc_nulls_last(),
+            F.col("alpha_fraction").desc_nulls_last(), F.col("max_line_length").asc_nulls_last(),
+            F.col("path").asc_nulls_last(), F.col("repo").asc_nulls_last(), F.col("id").asc()]
+
+
+def license_rank(col: str = "license") -> Column:
+    """``udfs.licenses.permissiveness_rank`` as a Spark expression (no Python UDF)."""
+    from itertools import chain
+
+    from pyspark.sql import functions as F
+
+    ranks = {spdx: permissiveness_rank(spdx) for group in PERMISSIVENESS for spdx in group}
+    table = F.create_map(*chain.from_iterable((F.lit(k), F.lit(v)) for k, v in ranks.items()))
+    return (F.when(F.col(col).isNull(), F.lit(permissiveness_rank(None)))
+            .otherwise(F.coalesce(table[F.col(col)], F.lit(len(PERMISSIVENESS)))))
+
+
+def _with_jaccard(df: DataFrame, num_perm: int, keep: tuple[str, ...], types: str) -> DataFrame:
+    schema = f"{types}, jaccard double"
+    return df.select(*keep, "sig_a", "sig_b").mapInArrow(
+        _jaccard(num_perm, keep, arrow_schema(schema)), schema)
+
+
+def near_duplicates(reps: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
+    """(id, cluster_id, representative, jaccard) of every file in a near-duplicate cluster.
+
+    ``reps``: the exact-duplicate survivors with a signature and the rank columns. Returns the
+    members and the number of connected-components rounds.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    bands, rows = d.banding()
+    width = 4 * rows
+    keys = F.array(*[F.substring("signature", i * width + 1, width) for i in range(bands)])
+    buckets = reps.select("id", F.posexplode(keys).alias("band", "key"))
+    star = buckets.withColumn("root", F.min("id").over(Window.partitionBy("band", "key")))
+    edges = star.where(F.col("id") != F.col("root")).select(
+        F.col("id").alias("src"), F.col("root").alias("dst")).distinct()
+    if d.verify:
+        sig = reps.select("id", "signature")
+        pairs = (edges.join(sig.select(F.col("id").alias("src"), F.col("signature").alias("sig_a")),
+                            "src")
+                 .join(sig.select(F.col("id").alias("dst"), F.col("signature").alias("sig_b")),
+                       "dst"))
+        scored = _with_jaccard(pairs, d.num_perm, ("src", "dst"), "src string, dst string")
+        edges = scored.where(F.col("jaccard") >= d.threshold).select("src", "dst")
+    components = connected_components(edges, d.max_rounds)
+    members = components.labels.join(reps, components.labels["node"] == reps["id"]).select(
+        "id", F.col("component").alias("cluster_id"), "signature", "_license_rank", "stars",
+        "alpha_fraction", "max_line_length", "path", "repo")
+    by_cluster = Window.partitionBy("cluster_id").orderBy(*rank_order())
+    members = members.withColumn("representative", F.first("id").over(by_cluster))
+    rep_sig = members.where(F.col("id") == F.col("representative")).select(
+        "cluster_id", F.col("signature").alias("sig_b"))
+    pairs = members.withColumnRenamed("signature", "sig_a").join(rep_sig, "cluster_id")
+    return (_with_jaccard(pairs, d.num_perm, ("id", "cluster_id", "representative"),
+                          "id string, cluster_id string, representative string"),
+            components.rounds)
+
+
+RANK_COLUMNS = ("license", "stars", "alpha_fraction", "max_line_length", "path", "repo")
+
+
+def _decisions(spark: SparkSession, cfg: PipelineConfig,
+               files: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """One row per distinct file id (content_hash, _outcome, _reason, detail, _copies), and the
+    clusters for silver.dup_clusters.
+
+    Computed on narrow rows (id, hashes, signature, rank columns): the text is read once, by the
+    signing pass, and never shuffled. Copies of one id (the same repo, path and content ingested
+    twice) are ranked among themselves first; ``_copies`` tells the join back how many there were.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    d = cfg.dedup
+    signed = files.mapInArrow(_sign(d, arrow_schema(SIGNED_SCHEMA)), SIGNED_SCHEMA)
+    same_id = Window.partitionBy("id")
+    narrow = (signed.withColumn("_license_rank", license_rank())
+              .withColumn("_copies", F.count(F.lit(1)).over(same_id))
+              .withColumn("_copy", F.row_number().over(same_id.orderBy(*rank_order())))
+              .where(F.col("_copy") == 1))
+    group = F.coalesce("content_hash", F.concat(F.lit("error:"), "id"))
+    exact = Window.partitionBy(group).orderBy(*rank_order())
+    ranked = (narrow.withColumn("_exact_rn", F.row_number().over(exact))
+              .withColumn("_exact_rep", F.first("id").over(exact))
+              .withColumn("_exact_size", F.count(F.lit(1)).over(Window.partitionBy(group)))
+              .localCheckpoint(eager=True))  # signed once; later passes reuse it
+    survivors = ranked.where((F.col("_exact_rn") == 1) & F.col("_error").isNull())
+    if d.near:
+        reps = survivors.where(F.col("signature").isNotNull()).select(
+            "id", "signature", "_license_rank", *RANK_COLUMNS[1:])
+        near, _rounds = near_duplicates(reps, d)
+        near = near.localCheckpoint(eager=True)
+    else:
+        near = spark.createDataFrame(
+            [], "id string, cluster_id string, representative string, jaccard double")
+
+    quarantined = F.col("_error").isNotNull()
+    exact_dup = F.col("_exact_rn") > 1
+    near_dup = F.col("representative").isNotNull() & (F.col("representative") != F.col("id"))
+    decisions = ranked.join(near, "id", "left").select(
+        "id", "content_hash", "_copies",
+        F.when(quarantined, QUARANTINED).when(exact_dup | near_dup, DROPPED).otherwise(KEPT)
+        .alias("_outcome"),
+        F.when(quarantined, F.col("_error")).when(exact_dup, "exact_duplicate")
+        .when(near_dup, "near_duplicate").alias("_reason"),
+        F.when(exact_dup, F.to_json(F.struct(
+            F.lit("exact").alias("kind"), F.col("content_hash").alias("cluster_id"),
+            F.col("_exact_rep").alias("representative"))))
+        .when(near_dup, F.to_json(F.struct(
+            F.lit("near").alias("kind"), "cluster_id", "representative",
+            F.round("jaccard", 4).alias("jaccard"))))
+        .alias("detail"),
+    )
+    exact_clusters = (
+        ranked.where((F.col("_exact_size") > 1) & F.col("_error").isNull())
+        .groupBy(F.col("content_hash").alias("cluster_id"))
+        .agg(F.min("_exact_rep").alias("representative"),
+             F.sort_array(F.collect_list("id")).alias("members"),
+             F.count(F.lit(1)).alias("size"))
+        .select(F.lit("exact").alias("kind"), "cluster_id", "representative", "members", "size",
+                F.lit(1.0).alias("max_jaccard"), F.lit(1.0).alias("min_jaccard")))
+    others = F.when(F.col("id") != F.col("representative"), F.col("jaccard"))
+    near_clusters = (
+        near.groupBy("cluster_id")
+        .agg(F.min("representative").alias("representative"),
+             F.sort_array(F.collect_list("id")).alias("members"),
+             F.count(F.lit(1)).alias("size"),
+             F.max(others).alias("max_jaccard"), F.min(others).alias("min_jaccard"))
+        .select(F.lit("near").alias("kind"), "cluster_id", "representative", "members", "size",
+                "max_jaccard", "min_jaccard"))
+    return decisions.localCheckpoint(eager=True), exact_clusters.unionByName(near_clusters)
+
+
+def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]) -> StageResult:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    files = inputs["silver.files"].select(*INPUT_COLUMNS)
+    decisions, clusters = _decisions(spark, cfg, files)
+    # Join the decisions back to the full rows. Extra copies of one id (rare) are told apart by
+    # the rank, in a window over just those rows; the first copy takes the id's decision.
+    joined = files.join(decisions, "id", "left")
+    copies = joined.where(F.col("_copies") > 1).withColumn(
+        "_copy", F.row_number().over(Window.partitionBy("id").orderBy(
+            license_rank().asc(), *rank_order()[1:])))
+    extra = F.col("_copy") > 1
+    copies = copies.select(
+        *[c for c in joined.columns if c not in ("_outcome", "_reason", "detail")],
+        F.when(extra, F.lit(DROPPED)).otherwise(F.col("_outcome")).alias("_outcome"),
+        F.when(extra, F.lit("exact_duplicate")).otherwise(F.col("_reason")).alias("_reason"),
+        F.when(extra, F.to_json(F.struct(
+            F.lit("exact").alias("kind"), F.col("content_hash").alias("cluster_id"),
+            F.col("id").alias("representative")))).otherwise(F.col("detail")).alias("detail"))
+    decided = joined.where(F.col("_copies") == 1).unionByName(copies)
+    quarantined = F.col("_outcome") == QUARANTINED
+    decided = decided.select(
+        *INPUT_COLUMNS, "content_hash", "_outcome", "_reason", "detail",
+        F.when(quarantined, F.lit("silver.files")).alias("source_kind"),
+        F.when(quarantined, F.concat_ws("/", "repo", "path")).alias("source"),
+        F.when(quarantined, F.substring("text", 1, cfg.ingest.quarantine_payload_chars))
+        .alias("payload"),
+        F.col("size_bytes").alias("_bytes"))
+    return StageResult(
+        input_rows=files.select(F.col("size_bytes").alias("_bytes")),
+        decided=decided,
+        kept_columns=INPUT_COLUMNS + ("content_hash",),
+        extra_outputs={"silver.dup_clusters": clusters},
+    )
+
+
+STAGE = Stage(
+    name="dedup", inputs=("silver.files",), output="silver.unique_files", build=build,
+    description="exact content-hash and MinHash-LSH near-duplicate removal",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.pipeline import stage_main
+
+    return stage_main("dedup", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,356 @@
+"""Content hashing, shingling, MinHash signatures and LSH banding for near-duplicate detection.
+
+Everything here is plain Python and numpy; ``jobs.dedup`` calls it per Arrow batch on executors.
+
+Definitions (stated once, used by the stage, the tests and the benchmarks alike):
+
+- **Exact-duplicate normalization** (``normalize_for_exact``): line endings become ``\\n``,
+  trailing whitespace is removed from every line, and trailing blank lines at the end of the file
+  are removed. ``content_hash`` is the SHA-256 of the normalized text in UTF-8.
+- **Tokens** (``tokenize``): maximal runs of ASCII letters, digits, ``_`` and non-ASCII
+  characters, i.e. identifiers, keywords and numbers; ASCII operators, punctuation and whitespace
+  separate tokens and are dropped. This follows BigCode's near-deduplication of The Stack
+  (Kocetkov et al., 2022; Allal et al., 2023, "SantaCoder"), which splits code on non-alphanumeric
+  characters. Counting every non-ASCII character as a word character makes the rule a property of
+  single UTF-8 bytes (every byte of a non-ASCII character is ≥ 0x80), so the batch path finds tokens
+  with one table lookup per byte.
+- **Shingles**: word n-grams of ``ngram`` consecutive tokens (default 5). **Short documents**,
+  with fewer than ``ngram`` tokens but at least one, get exactly one shingle: their whole token
+  sequence. So two short documents collide only when their token sequences are identical, instead of
+  every short document receiving the empty-set signature and falling into one giant cluster (a bug
+  peers have had). Documents without a single token get no signature and take part in exact
+  deduplication only.
+- **Shingle hash** (32 bits), one of:
+  ``sha1``: the first 4 bytes, little-endian, of SHA-1 over the shingle's tokens joined by one space
+  (datasketch's default ``sha1_hash32``); ``poly`` (default): a token's hash is the MurmurHash3
+  64-bit finalizer of ``Σ c_j·Q^j mod 2^64`` over its UTF-8 bytes ``c_j`` (``Q`` = the 64-bit FNV
+  prime), a shingle's hash is the low 32 bits of ``Σ t_k·P^(n-1-k) mod 2^64`` over its n token
+  hashes (``P = 0x9E3779B97F4A7C15``). ``poly`` is hand-written because every token and shingle
+  hash of a batch comes out of a few numpy passes over the batch's UTF-8 buffer (prefix sums of the
+  byte polynomial), with no Python object per token: 60 MB/s per core against about 4 MB/s for
+  tokenizing with ``re`` and one SHA-1 call per shingle (bench/RESULTS.md). ``shingle_hash``
+  gives the same value for one shingle's bytes, so datasketch takes it as its ``hashfunc``.
+- **Permutations**: datasketch ≥ 2.0's ``affine32`` scheme, so signatures equal
+  ``datasketch.MinHash(num_perm, seed, hashfunc)`` exactly: the 32-bit hash is pre-mixed with the
+  MurmurHash3 finalizer, then ``a_k·h + b_k`` modulo 2^32 with odd ``a_k``; ``a`` and ``b`` are
+  drawn from ``numpy.random.RandomState(seed)`` (``a = 2·randint(0, 2^31) + 1``, then
+  ``b = randint(0, 2^32)``). We compute them rather than call datasketch per document because
+  datasketch hashes and permutes one document at a time; here a whole Arrow batch is permuted in
+  cache-sized blocks (measured in bench/dedup_speed).
+- **Banding**: ``optimal_bands`` picks bands × rows minimizing the weighted integral of false
+  positive and false negative probability of the S-curve ``1 − (1 − s^r)^b`` around the threshold
+  (Leskovec, Rajaraman, Ullman, "Mining of Massive Datasets", ch. 3.4; the same objective as
+  datasketch's ``MinHashLSH``). A band key is the band's ``rows`` values as little-endian bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+HashName = Literal["poly", "sha1"]
+
+_TOKEN = re.compile(r"[A-Za-z0-9_\u0080-\U0010FFFF]+")
+_P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the token-hash polynomial (golden ratio)
+_MAX32 = np.uint32(0xFFFFFFFF)
+# Shingle-permutation cells (shingles × permutations) worked on at once: 2^20 uint32 = 4 MiB keeps
+# the block in L2/L3 cache; larger blocks were slower, smaller ones paid numpy call overhead.
+_BLOCK_CELLS = 1 << 20
+
+
+def normalize_for_exact(text: str) -> str:
+    """The text exact deduplication hashes (see the module docstring)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "\n".join(line.rstrip() for line in text.split("\n")).rstrip("\n")
+
+
+def content_hash(text: str) -> str:
+    """SHA-256 hex of ``normalize_for_exact(text)``."""
+    return hashlib.sha256(normalize_for_exact(text).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def tokenize(text: str, lowercase: bool = False) -> list[str]:
+    """Identifier/keyword/number tokens of code, in order."""
+    return _TOKEN.findall(text.lower() if lowercase else text)
+
+
+def shingles(tokens: Sequence[str], ngram: int) -> list[str]:
+    """The document's shingles as strings (tokens joined by one space), in order, repeats kept.
+
+    Short documents (0 < len < ngram) give one shingle of all their tokens; no tokens give none.
+    """
+    if not tokens:
+        return []
+    n = min(ngram, len(tokens))
+    return [" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def exact_jaccard(a: set, b: set) -> float:
+    """|A ∩ B| / |A ∪ B| of two shingle sets (1.0 for two empty sets)."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens and shingle hashes
+
+_WORD_BYTE = np.zeros(256, dtype=bool)
+for _lo, _hi in ((ord("0"), ord("9")), (ord("A"), ord("Z")), (ord("a"), ord("z")), (0x80, 0xFF)):
+    _WORD_BYTE[_lo:_hi + 1] = True
+_WORD_BYTE[ord("_")] = True
+_Q = 0x100000001B3  # odd multiplier of the byte polynomial (the 64-bit FNV prime)
+_Q_INV = pow(_Q, -1, 1 << 64)
+_CHUNK_BYTES = 1 << 20  # text per numpy pass: 1 MiB beat 256 KiB-8 MiB (8 MiB paid page faults)
+
+
+def sha1_hash32(data: bytes) -> int:
+    """datasketch's default 32-bit hash: first 4 bytes of SHA-1, little-endian."""
+    return int.from_bytes(hashlib.sha1(data).digest()[:4], "little")
+
+
+def encode_docs(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes of all texts concatenated, and the ``len + 1`` offsets of each text in them.
+
+    This is the layout of an Arrow string column's buffers, which ``jobs.dedup`` passes directly.
+    """
+    blobs = [t.encode("utf-8", "surrogatepass") for t in texts]
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in blobs], out=offsets[1:])
+    return np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer (Appleby), a bijection with full avalanche."""
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+class _Powers:
+    """Q^i and Q^-i modulo 2^64 for i < n, grown on demand and shared by all calls."""
+
+    q = np.zeros(0, dtype=np.uint64)
+    q_inv = np.zeros(0, dtype=np.uint64)
+
+    @classmethod
+    def upto(cls, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(cls.q) < n:
+            size = max(n, 2 * len(cls.q), 1 << 16)
+            for name, base in (("q", _Q), ("q_inv", _Q_INV)):
+                arr = np.full(size, base, dtype=np.uint64)
+                arr[0] = 1
+                setattr(cls, name, np.cumprod(arr))  # wraps modulo 2^64, as intended
+        return cls.q[:n], cls.q_inv[:n]
+
+
+def _token_hashes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(token hash, owning document) of every token in the chunk, in order."""
+    n = len(data)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    word = _WORD_BYTE[data]
+    before = np.r_[False, word[:-1]]  # is the previous byte a word byte, within the same doc?
+    after = np.r_[word[1:], False]
+    inner = offsets[1:-1]
+    inner = inner[(inner > 0) & (inner < n)]
+    before[inner] = False
+    after[inner - 1] = False
+    starts = np.flatnonzero(word & ~before)
+    ends = np.flatnonzero(word & ~after) + 1
+    q, q_inv = _Powers.upto(n)
+    prefix = np.zeros(n + 1, dtype=np.uint64)
+    np.cumsum(np.multiply(data, q), out=prefix[1:])  # Σ c_i·Q^i, wrapping
+    raw = (prefix[ends] - prefix[starts]) * q_inv[starts]  # Σ c_j·Q^j over each token's bytes
+    owner = np.searchsorted(offsets, starts, side="right") - 1
+    return _fmix64(raw), owner
+
+
+def _poly(token_hashes: np.ndarray, width: int, n: int) -> np.ndarray:
+    """Σ t_(i+k)·P^(n-1-k) mod 2^64 for every window start i < width."""
+    acc = token_hashes[:width].copy()
+    for k in range(1, n):
+        acc *= _P  # wraps modulo 2^64, as intended
+        acc += token_hashes[k:k + width]
+    return acc
+
+
+def _chunk_shingles(data, offsets, ngram) -> tuple[np.ndarray, np.ndarray]:
+    tokens, owner = _token_hashes(data, offsets)
+    docs = len(offsets) - 1
+    counts = np.bincount(owner, minlength=docs)
+    parts, part_owner = [], []
+    if len(tokens) >= ngram:
+        width = len(tokens) - ngram + 1
+        inside = owner[:width] == owner[ngram - 1:ngram - 1 + width]
+        parts.append(_poly(tokens, width, ngram)[inside])
+        part_owner.append(owner[:width][inside])
+    short = np.flatnonzero((counts > 0) & (counts < ngram))
+    if len(short):
+        first = np.searchsorted(owner, short)
+        parts.append(np.array([_poly(tokens[f:f + c], 1, c)[0]
+                               for f, c in zip(first, counts[short])], dtype=np.uint64))
+        part_owner.append(short)
+    if not parts:
+        return np.zeros(0, dtype=np.uint32), np.zeros(docs, dtype=np.int64)
+    hashes, which = np.concatenate(parts), np.concatenate(part_owner)
+    order = np.argsort(which, kind="stable")
+    per_doc = np.bincount(which, minlength=docs)
+    return (hashes[order] & np.uint64(0xFFFFFFFF)).astype(np.uint32), per_doc
+
+
+def shingle_hashes(data: np.ndarray, offsets: np.ndarray, ngram: int = 5,
+                   hash_name: HashName = "poly") -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of every document's shingles (repeats kept) and the count per document.
+
+    ``data``/``offsets`` as from ``encode_docs`` (or an Arrow string column's buffers). The hashes
+    of document i are ``hashes[sum(counts[:i]):sum(counts[:i+1])]``.
+    """
+    docs = len(offsets) - 1
+    if hash_name == "sha1":
+        lists = [[sha1_hash32(s.encode("utf-8", "surrogatepass"))
+                  for s in shingles(tokenize(bytes(data[offsets[i]:offsets[i + 1]]).decode(
+                      "utf-8", "surrogatepass")), ngram)] for i in range(docs)]
+        flat = np.fromiter((h for hs in lists for h in hs), dtype=np.uint32)
+        return flat, np.array([len(hs) for hs in lists], dtype=np.int64)
+    out, counts = [], []
+    i = 0
+    while i < docs:  # chunks of whole documents, about _CHUNK_BYTES of text each
+        j = max(i + 1, int(np.searchsorted(offsets, offsets[i] + _CHUNK_BYTES, side="right")) - 1)
+        j = min(j, docs)
+        base = offsets[i]
+        hashes, per_doc = _chunk_shingles(data[base:offsets[j]], offsets[i:j + 1] - base, ngram)
+        out.append(hashes)
+        counts.append(per_doc)
+        i = j
+    if not out:
+        return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.int64)
+    return np.concatenate(out), np.concatenate(counts)
+
+
+def shingle_hash(shingle: bytes, hash_name: HashName = "poly") -> int:
+    """The hash of one shingle given as bytes (its tokens joined by b" "): datasketch's hashfunc."""
+    if hash_name == "sha1":
+        return sha1_hash32(shingle)
+    data = np.frombuffer(shingle, dtype=np.uint8)
+    hashes, _ = shingle_hashes(data, np.array([0, len(data)]), ngram=1 << 30)
+    return int(hashes[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Permutations and signatures
+
+
+def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) of datasketch's ``affine32`` scheme for ``MinHash(num_perm, seed)``."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer (Appleby), a bijection that spreads weak input hashes."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+@dataclass(frozen=True)
+class MinHasher:
+    """Signatures of many documents at once.
+
+    ``signatures(hashes, counts)`` takes the documents' shingle hashes (as ``shingle_hashes``
+    returns them) and returns a ``(len(counts), num_perm)`` uint32 matrix; a document without shingles gets a row of 2^32 − 1
+    (datasketch's empty MinHash) and should be left out of LSH by the caller.
+    """
+
+    num_perm: int = 256
+    seed: int = 1
+
+    def __post_init__(self):
+        a, b = permutations(self.num_perm, self.seed)
+        object.__setattr__(self, "_a", a)
+        object.__setattr__(self, "_b", b)
+
+    def signatures(self, hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Signatures of documents whose shingle hashes are ``hashes``, ``counts[i]`` for doc i."""
+        out = np.full((len(counts), self.num_perm), _MAX32, dtype=np.uint32)
+        if len(hashes) == 0:
+            return out
+        mixed = _fmix32(np.asarray(hashes, dtype=np.uint32))
+        owner = np.repeat(np.arange(len(counts)), counts)  # document of every shingle
+        rows = max(1, _BLOCK_CELLS // self.num_perm)
+        a, b = self._a, self._b[:, None]
+        for start in range(0, len(mixed), rows):
+            block = mixed[start:start + rows]
+            docs = owner[start:start + rows]
+            # (perms, shingles): reducing along the contiguous last axis was 3-7x faster than
+            # (shingles, perms) with reduceat over axis 0 (measured on 4096-shingle blocks)
+            permuted = np.multiply.outer(a, block)  # wraps modulo 2^32, as intended
+            permuted += b
+            # a document's shingles are contiguous: reduce each run, then merge runs that a
+            # block boundary split with the document's minimum so far
+            starts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
+            mins = np.minimum.reduceat(permuted, starts, axis=1)
+            ids = docs[starts]
+            out[ids] = np.minimum(out[ids], mins.T)
+        return out
+
+    def signature(self, hashes: np.ndarray) -> np.ndarray:
+        return self.signatures(hashes, np.array([len(hashes)]))[0]
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float:
+    """Fraction of equal signature positions (row-wise for 2-D inputs)."""
+    equal = np.asarray(sig_a) == np.asarray(sig_b)
+    return equal.mean(axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# LSH banding
+
+
+def _integrate(f, lo: float, hi: float, steps: int = 1000) -> float:
+    """Trapezoid rule; the S-curve is smooth, 1000 steps agree with adaptive quadrature to 1e-6."""
+    xs = np.linspace(lo, hi, steps + 1)
+    ys = f(xs)
+    return float(((ys[:-1] + ys[1:]) / 2 * np.diff(xs)).sum())
+
+
+def false_positive_probability(threshold: float, bands: int, rows: int) -> float:
+    """Area under the S-curve below the threshold: pairs under it that still share a band."""
+    return _integrate(lambda s: 1 - (1 - s ** rows) ** bands, 0.0, threshold)
+
+
+def false_negative_probability(threshold: float, bands: int, rows: int) -> float:
+    """Area above the S-curve beyond the threshold: pairs over it that share no band."""
+    return _integrate(lambda s: (1 - s ** rows) ** bands, threshold, 1.0)
+
+
+def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5,
+                  fn_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows) with bands·rows ≤ num_perm minimizing the weighted FP + FN probability."""
+    best, best_cost = (1, 1), float("inf")
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            cost = (fp_weight * false_positive_probability(threshold, bands, rows)
+                    + fn_weight * false_negative_probability(threshold, bands, rows))
+            if cost < best_cost:
+                best, best_cost = (bands, rows), cost
+    return best
+
+
+def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
+    """The ``bands`` keys of one signature: each band's ``rows`` values as little-endian bytes."""
+    sig = np.ascontiguousarray(signature[:bands * rows], dtype="<u4")
+    return [sig[i * rows:(i + 1) * rows].tobytes() for i in range(bands)]
