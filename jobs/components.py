@@ -50,7 +50,7 @@ def _large_star(e: DataFrame) -> DataFrame:
     both = e.unionByName(e.select(F.col("v").alias("u"), F.col("u").alias("v")))
     low = both.groupBy("u").agg(F.least(F.min("v"), F.col("u")).alias("m"))
     return (both.join(low, "u").where(F.col("v") > F.col("u"))
-            .select(F.col("v").alias("u"), F.col("m").alias("v")).distinct())
+            .select(F.col("v").alias("u"), F.col("m").alias("v")))  # small-star dedups
 
 
 def _small_star(e: DataFrame) -> DataFrame:
@@ -73,7 +73,7 @@ def _violations(e: DataFrame) -> int:
 
 
 def connected_components(edges: DataFrame, max_rounds: int = 40) -> Components:
-    """Label every node that appears in ``edges`` (columns ``src``, ``dst``; any orderable type).
+    """Label every node of a non-loop edge in ``edges`` (columns ``src``, ``dst``; any orderable type).
 
     Raises ComponentsDidNotConverge after ``max_rounds`` rounds without convergence, so a caller
     never writes a half-merged clustering.

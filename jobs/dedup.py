@@ -243,7 +243,7 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
     exact = Window.partitionBy(group).orderBy(*rank_order())
     ranked = (narrow.withColumn("_exact_rn", F.row_number().over(exact))
               .withColumn("_exact_rep", F.first("id").over(exact))
-              .withColumn("_exact_size", F.count(F.lit(1)).over(Window.partitionBy(group)))
+              .withColumn("_exact_size", F.sum("_copies").over(Window.partitionBy(group)))
               .localCheckpoint(eager=True))  # signed once; later passes reuse it
     survivors = ranked.where((F.col("_exact_rn") == 1) & F.col("_error").isNull())
     if d.near:
@@ -276,8 +276,9 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
         ranked.where((F.col("_exact_size") > 1) & F.col("_error").isNull())
         .groupBy(F.col("content_hash").alias("cluster_id"))
         .agg(F.min("_exact_rep").alias("representative"),
-             F.sort_array(F.collect_list("id")).alias("members"),
-             F.count(F.lit(1)).alias("size"))
+             F.sort_array(F.flatten(F.collect_list(F.array_repeat("id", F.col("_copies").cast(
+                 "int"))))).alias("members"),  # an id ingested twice is listed twice
+             F.sum("_copies").alias("size"))
         .select(F.lit("exact").alias("kind"), "cluster_id", "representative", "members", "size",
                 F.lit(1.0).alias("max_jaccard"), F.lit(1.0).alias("min_jaccard")))
     others = F.when(F.col("id") != F.col("representative"), F.col("jaccard"))

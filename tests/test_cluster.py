@@ -54,11 +54,20 @@ def test_stages_via_spark_submit(tmp_path):
               "--set", "spark.shuffle_partitions=4"]
     spark_submit("jobs/ingest.py", *common)
     spark_submit("jobs/filter.py", *common)
+    spark_submit("jobs/dedup.py", *common)
 
     ledger = DeltaTable(str(lake / "ops" / "ledger")).to_pyarrow_table().to_pylist()
     got = {r["stage"]: (r["rows_in"], r["rows_out"], dict(r["dropped"]), r["rows_quarantined"])
            for r in ledger}
     assert got == {"ingest": (43, 41, {"unsupported_extension": 1}, 1),
-                   "filter": (41, 40, {"too_few_lines": 1}, 0)}
+                   "filter": (41, 40, {"too_few_lines": 1}, 0),
+                   # the 40 files differ in one comment: one near-duplicate cluster
+                   "dedup": (40, 1, {"near_duplicate": 39}, 0)}
     silver = DeltaTable(str(lake / "silver" / "files")).to_pyarrow_table(columns=["path"])
     assert sorted(silver["path"].to_pylist()) == [f"m{i:02d}.py" for i in range(40)]
+    # representative: equal license and stars, so the highest alpha fraction ("# file 0" has one
+    # digit fewer than "# file 10"), then the first path
+    unique = DeltaTable(str(lake / "silver" / "unique_files")).to_pyarrow_table(columns=["path"])
+    assert unique["path"].to_pylist() == ["m00.py"]
+    [cluster] = DeltaTable(str(lake / "silver" / "dup_clusters")).to_pyarrow_table().to_pylist()
+    assert (cluster["kind"], cluster["size"]) == ("near", 40)

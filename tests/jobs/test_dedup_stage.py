@@ -1,0 +1,148 @@
+"""The dedup stage on Spark: exact rows kept, every removal auditable, the same tables twice."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from jobs import dedup
+from jobs.lakehouse import Lakehouse
+from jobs.pipeline import run_pipeline
+from tests.conftest import make_config
+from udfs.minhash import content_hash
+from udfs.records import file_id
+
+BASE = "def pipeline(alpha, beta):\n" + "".join(
+    f"    value_{i} = compute_{i % 7}(alpha_{i}, beta_{i * 3}, gamma={i})\n" for i in range(40))
+NEAR = BASE.replace("value_5 =", "renamed_5 =").replace("beta_30,", "delta_30,")
+OTHER = "class Parser:\n" + "".join(
+    f"    def rule_{i}(self, token_{i}):\n        return self.emit_{i}(token_{i})\n"
+    for i in range(20))
+SIGNALS = {"num_lines": 40, "alpha_fraction": 0.6, "avg_line_length": 40.0, "max_line_length": 60}
+
+
+def row(repo, path, text, license="mit", stars=10, **signals):
+    return {"id": file_id(repo, path, text.encode()), "repo": repo, "path": path,
+            "language": "python", "license": license, "stars": stars, "text": text,
+            "size_bytes": len(text.encode()), **{**SIGNALS, **signals}}
+
+
+ROWS = [
+    row("r1", "a.py", BASE, license="mit", stars=10),
+    # the same file with CRLF line ends and trailing blanks: an exact duplicate of a.py that keeps
+    # a.py as representative although it has more stars, because MIT ranks before Apache-2.0
+    row("r2", "a_copy.py", BASE.replace("\n", "  \r\n"), license="apache-2.0", stars=500),
+    # two tokens changed: a near duplicate of a.py; both MIT, b.py has more stars and wins
+    row("r3", "b.py", NEAR, license="mit", stars=50),
+    row("r4", "c.py", OTHER, stars=1),
+    row("r4", "c.py", OTHER, stars=1),  # the same row ingested twice
+    row("r5", "s1.py", "x = 1"),  # short documents: fewer tokens than the 5-gram
+    row("r5", "s2.py", "y = 2"),
+    row("r5", "s3.py", "x == 1"),  # the same tokens as s1.py: a duplicate
+    row("r6", "e1.py", "{}"),  # no tokens at all: exact deduplication only
+    row("r6", "e2.py", "[]"),
+]
+ID = {r["path"]: r["id"] for r in ROWS}
+
+
+@pytest.fixture
+def silver(spark, lakehouse):
+    schema = ("id string, repo string, path string, language string, license string, "
+              "stars long, text string, size_bytes long, num_lines long, alpha_fraction double, "
+              "avg_line_length double, max_line_length long")
+    df = spark.createDataFrame([tuple(r[c.split(" ")[0]] for c in schema.split(", "))
+                                for r in ROWS], schema)
+    Lakehouse(spark, lakehouse).write("silver.files", df)
+    return lakehouse
+
+
+def table(lakehouse, name):
+    return DeltaTable(f"{lakehouse}/{name.replace('.', '/')}").to_pyarrow_table().to_pylist()
+
+
+def test_exact_and_near_duplicates_with_named_reasons(spark, silver):
+    [report] = run_pipeline(make_config(silver), ["dedup"], spark=spark).reports
+    assert (report.rows_in, report.rows_out, report.dropped, report.rows_quarantined) == (
+        10, 6, {"exact_duplicate": 2, "near_duplicate": 2}, 0)
+
+    kept = sorted(r["path"] for r in table(silver, "silver.unique_files"))
+    assert kept == ["b.py", "c.py", "e1.py", "e2.py", "s1.py", "s2.py"]
+
+    rejects = {(r["path"], r["reason"]): json.loads(r["detail"])
+               for r in table(silver, "silver.rejects") if r["stage"] == "dedup"}
+    a_hash = content_hash(BASE)
+    near_ab = min(ID["a.py"], ID["b.py"])
+    assert rejects.keys() == {("a_copy.py", "exact_duplicate"), ("c.py", "exact_duplicate"),
+                              ("a.py", "near_duplicate"), ("s3.py", "near_duplicate")}
+    assert rejects["a_copy.py", "exact_duplicate"] == {
+        "kind": "exact", "cluster_id": a_hash, "representative": ID["a.py"]}
+    assert rejects["c.py", "exact_duplicate"]["representative"] == ID["c.py"]
+    near_a = rejects["a.py", "near_duplicate"]
+    assert (near_a["kind"], near_a["cluster_id"], near_a["representative"]) == (
+        "near", near_ab, ID["b.py"])
+    assert 0.7 <= near_a["jaccard"] < 1.0
+    assert rejects["s3.py", "near_duplicate"]["representative"] == ID["s1.py"]
+    assert rejects["s3.py", "near_duplicate"]["jaccard"] == 1.0
+
+    clusters = {(c["kind"], c["cluster_id"]): c for c in table(silver, "silver.dup_clusters")}
+    assert set(clusters) == {("exact", a_hash), ("exact", content_hash(OTHER)), ("near", near_ab),
+                             ("near", min(ID["s1.py"], ID["s3.py"]))}
+    exact_a = clusters["exact", a_hash]
+    assert (exact_a["members"], exact_a["representative"], exact_a["size"]) == (
+        sorted([ID["a.py"], ID["a_copy.py"]]), ID["a.py"], 2)
+    assert clusters["exact", content_hash(OTHER)]["members"] == [ID["c.py"], ID["c.py"]]
+    near = clusters["near", near_ab]
+    assert (near["members"], near["representative"], near["size"]) == (
+        sorted([ID["a.py"], ID["b.py"]]), ID["b.py"], 2)
+    assert near["min_jaccard"] == near["max_jaccard"] == pytest.approx(near_a["jaccard"], abs=1e-4)
+
+
+def test_two_runs_write_identical_tables(spark, silver, tmp_path):
+    cfg = make_config(silver)
+    run_pipeline(cfg, ["dedup"], spark=spark)
+    first = {t: sorted(map(repr, table(silver, t)))
+             for t in ("silver.unique_files", "silver.dup_clusters", "silver.rejects")}
+    run_pipeline(cfg, ["dedup"], spark=spark)
+    second = {t: sorted(map(repr, table(silver, t))) for t in first}
+    assert first == second
+
+
+def test_exact_only_and_explicit_banding(spark, silver):
+    [report] = run_pipeline(make_config(silver, "dedup.near=false"), ["dedup"],
+                            spark=spark).reports
+    assert report.dropped == {"exact_duplicate": 2}
+    # one band of 256 rows: only identical signatures collide (s1/s3), a/b no longer do
+    [report] = run_pipeline(make_config(silver, "dedup.bands=1", "dedup.rows=256"), ["dedup"],
+                            spark=spark).reports
+    assert report.dropped == {"exact_duplicate": 2, "near_duplicate": 1}
+
+
+def test_a_file_that_fails_to_hash_is_quarantined_not_fatal(monkeypatch):
+    def fragile(text):
+        if "boom" in text:
+            raise ValueError("cannot hash this")
+        return content_hash(text)
+
+    monkeypatch.setattr(dedup, "content_hash", fragile)
+    names = [c.split(" ")[0] for c in dedup.SIGNED_SCHEMA.split(", ")]
+    rows = [row("r", "ok.py", BASE), row("r", "bad.py", "boom = 1")]
+    batch = pa.RecordBatch.from_pylist(rows)
+    out = list(dedup._sign(make_config("unused").dedup, _signed_schema(names))(iter([batch])))
+    got = out[0].to_pylist()
+    assert [r["_error"] for r in got] == [None, "hash_error: ValueError: cannot hash this"]
+    assert got[0]["content_hash"] == content_hash(BASE) and len(got[0]["signature"]) == 1024
+    assert got[1]["content_hash"] is None and got[1]["signature"] is None
+    assert "text" not in out[0].schema.names
+
+
+def _signed_schema(names):
+    types = {"id": pa.string(), "repo": pa.string(), "path": pa.string(),
+             "language": pa.string(), "license": pa.string(), "stars": pa.int64(),
+             "size_bytes": pa.int64(), "num_lines": pa.int64(), "alpha_fraction": pa.float64(),
+             "avg_line_length": pa.float64(), "max_line_length": pa.int64(),
+             "content_hash": pa.string(), "signature": pa.binary(), "shingles": pa.int64(),
+             "_error": pa.string()}
+    return pa.schema([pa.field(n, types[n]) for n in names])

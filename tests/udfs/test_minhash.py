@@ -1,0 +1,151 @@
+"""MinHash against datasketch (the reference), the banding math, short documents, normalization."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from datasketch import MinHash
+from datasketch.lsh import _false_negative_probability, _false_positive_probability, _optimal_param
+
+from udfs import minhash as M
+from udfs.licenses import permissiveness_rank
+
+CODE = '''import os
+
+def résumé(path, *, mode="r"):
+    """Read a file — politely."""
+    with open(path, mode) as handle:  # 文件
+        return handle.read().strip()
+
+class Loader(object):
+    def load(self, name):
+        return résumé(os.path.join(self.root, name))
+'''
+
+
+def corpus(n: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    words = ["def", "return", "self", "x", "y_1", "π", "数据", "0x1F", "None", "for", "in"]
+    punct = [" ", "  ", "\n", "(", ")", ".", ", ", " = ", "->", "\t", "—"]
+    docs = [CODE, "", "x", "x = 1", "!!! ... ???", "a b c d", "a b c d e", "a b c d e f"]
+    while len(docs) < n:
+        docs.append("".join(rng.choice(words) + rng.choice(punct)
+                            for _ in range(rng.randint(0, 400))))
+    return docs
+
+
+def datasketch_signature(text: str, hash_name: str, ngram: int = 5, num_perm: int = 256,
+                         seed: int = 1):
+    kwargs = {} if hash_name == "sha1" else {"hashfunc": M.shingle_hash}
+    m = MinHash(num_perm=num_perm, seed=seed, **kwargs)
+    m.update_batch([s.encode("utf-8") for s in M.shingles(M.tokenize(text), ngram)])
+    return m.hashvalues
+
+
+@pytest.mark.parametrize("hash_name", ["poly", "sha1"])
+def test_signatures_equal_datasketch(hash_name):
+    docs = corpus(60)
+    data, offsets = M.encode_docs(docs)
+    hashes, counts = M.shingle_hashes(data, offsets, 5, hash_name)
+    sigs = M.MinHasher(256, 1).signatures(hashes, counts)
+    for i, doc in enumerate(docs):
+        assert counts[i] == len(M.shingles(M.tokenize(doc), 5)), repr(doc[:40])
+        assert np.array_equal(sigs[i], datasketch_signature(doc, hash_name)), repr(doc[:40])
+
+
+def test_chunk_and_block_boundaries_do_not_change_signatures(monkeypatch):
+    docs = corpus(40, seed=3)
+    data, offsets = M.encode_docs(docs)
+    whole = M.MinHasher(64, 5).signatures(*M.shingle_hashes(data, offsets, 3))
+    monkeypatch.setattr(M, "_CHUNK_BYTES", 97)  # documents split over many text chunks
+    monkeypatch.setattr(M, "_BLOCK_CELLS", 64 * 7)  # a document's shingles over many blocks
+    split = M.MinHasher(64, 5).signatures(*M.shingle_hashes(data, offsets, 3))
+    assert np.array_equal(whole, split)
+    for i in (0, 10, 39):
+        assert np.array_equal(whole[i], datasketch_signature(docs[i], "poly", 3, 64, seed=5))
+
+
+def test_tokens_are_identifiers_keywords_and_numbers():
+    assert M.tokenize('résumé(path, *, mode="r"):  # 文件 — ok') == [
+        "résumé", "path", "mode", "r", "文件", "—", "ok"]
+    assert M.tokenize("a.b->c_d 0x1F") == ["a", "b", "c_d", "0x1F"]
+
+
+def test_vectorized_offsets_are_bytes_not_characters():
+    # 'é' is two UTF-8 bytes: a character-offset bug would cut tokens in the wrong place
+    docs = ["é é é é é x", "x é é é é é"]
+    data, offsets = M.encode_docs(docs)
+    hashes, counts = M.shingle_hashes(data, offsets, 5)
+    assert list(counts) == [2, 2]
+    assert M.shingle_hash("é é é é é".encode()) == hashes[0] == hashes[3]
+
+
+def test_short_documents_do_not_collide_into_one_cluster():
+    docs = ["x = 1", "y = 2", "x == 1", "return None", "{}", "[]"]
+    data, offsets = M.encode_docs(docs)
+    hashes, counts = M.shingle_hashes(data, offsets, 5)
+    sigs = M.MinHasher(256, 1).signatures(hashes, counts)
+    assert list(counts) == [1, 1, 1, 1, 0, 0]  # one whole-sequence shingle; none without tokens
+    assert np.array_equal(sigs[0], sigs[2])  # the same tokens [x, 1]: a real duplicate
+    assert M.estimated_jaccard(sigs[0], sigs[1]) < 0.05
+    assert M.estimated_jaccard(sigs[0], sigs[3]) < 0.05
+    assert (sigs[4] == np.iinfo(np.uint32).max).all()  # empty: left out of LSH by the stage
+
+
+def test_estimated_jaccard_tracks_exact_jaccard():
+    rng = random.Random(1)
+    base = [f"tok{rng.randrange(5000)}" for _ in range(3000)]
+    edited = list(base)
+    for i in rng.sample(range(len(edited)), 150):
+        edited[i] = "changed"
+    a, b = " ".join(base), " ".join(edited)
+    exact = M.exact_jaccard(set(M.shingles(M.tokenize(a), 5)), set(M.shingles(M.tokenize(b), 5)))
+    data, offsets = M.encode_docs([a, b])
+    sigs = M.MinHasher(256, 1).signatures(*M.shingle_hashes(data, offsets, 5))
+    assert 0.55 < exact < 0.85
+    assert abs(M.estimated_jaccard(sigs[0], sigs[1]) - exact) < 0.08  # ~2.5 sigma at 256 perms
+
+
+@pytest.mark.parametrize("threshold,num_perm,fp,fn", [
+    (0.7, 256, 0.5, 0.5), (0.5, 128, 0.5, 0.5), (0.85, 256, 0.3, 0.7), (0.9, 64, 0.5, 0.5),
+    (0.3, 256, 0.7, 0.3)])
+def test_banding_matches_datasketch(threshold, num_perm, fp, fn):
+    assert M.optimal_bands(threshold, num_perm, fp, fn) == _optimal_param(
+        threshold, num_perm, fp, fn)
+
+
+def test_false_positive_and_negative_areas():
+    for b, r in ((25, 10), (8, 4), (1, 1)):
+        assert M.false_positive_probability(0.7, b, r) == pytest.approx(
+            _false_positive_probability(0.7, b, r), abs=1e-6)
+        assert M.false_negative_probability(0.7, b, r) == pytest.approx(
+            _false_negative_probability(0.7, b, r), abs=1e-6)
+    # one band of one row: P(candidate) = s, so FP = ∫0^t s ds and FN = ∫t^1 (1 - s) ds
+    assert M.false_positive_probability(0.6, 1, 1) == pytest.approx(0.18)
+    assert M.false_negative_probability(0.6, 1, 1) == pytest.approx(0.08)
+
+
+def test_band_keys_are_the_bands_little_endian_bytes():
+    sig = np.arange(12, dtype=np.uint32)
+    keys = M.band_keys(sig, bands=3, rows=4)
+    assert keys[1] == bytes([4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0])
+    other = sig.copy()
+    other[0] = 99
+    assert M.band_keys(other, 3, 4)[1:] == keys[1:] and M.band_keys(other, 3, 4)[0] != keys[0]
+
+
+def test_exact_normalization():
+    assert M.normalize_for_exact("a  \r\nb\t\rc \n\n \n") == "a\nb\nc"
+    assert M.content_hash("x = 1\r\n") == M.content_hash("x = 1   \n\n")
+    assert M.content_hash("x = 1") != M.content_hash("x  = 1")  # inner whitespace is content
+    assert M.content_hash("x = 1") != M.content_hash("\nx = 1")  # leading lines are content
+
+
+def test_permissiveness_rank():
+    order = ["cc0-1.0", "mit", "bsd-3-clause", "apache-2.0", "psf-2.0", "lgpl-3.0", "gpl-3.0",
+             "wtfpl", None]
+    ranks = [permissiveness_rank(x) for x in order]
+    assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
+    assert permissiveness_rank("isc") == permissiveness_rank("mit")
