@@ -6,16 +6,18 @@
 2. **Exact duplicates**: files with one ``content_hash`` keep the first by the *rank* below; the
    others are dropped as ``exact_duplicate``.
 3. **Near duplicates** among the exact survivors: each signature is cut into ``bands`` keys of
-   ``rows`` values (binary columns); files sharing a key are linked to the smallest file id of that
-   bucket (star edges, not all pairs); with ``dedup.verify`` an edge survives only if the two
-   signatures' estimated Jaccard is ≥ ``dedup.threshold``; ``jobs.components`` then finds the
-   connected components on the cluster. A component's id is its smallest file id, so two runs give
-   identical tables. Each component keeps its first file by rank; the others are dropped as
-   ``near_duplicate``.
+   ``rows`` values (binary columns); files that share a key form a bucket. With verification
+   (``dedup.verify``, default ``exact``), a bucket of up to ``all_pairs_bucket`` files proposes
+   every pair and a larger one star edges to its smallest file id; a proposed edge survives only
+   if the two files' Jaccard similarity is ≥ ``dedup.threshold``, computed on their sets of
+   shingle hashes (``exact``) or estimated from signatures (``signature``). Without verification
+   every bucket is a star. ``jobs.components`` then finds the connected components on the
+   cluster. A component's id is its smallest file id, so two runs give identical tables. Each
+   component keeps its first file by rank; the others are dropped as ``near_duplicate``.
 4. Every dropped file goes to silver.rejects with ``detail`` = JSON of its cluster (kind, cluster
-   id, representative, estimated Jaccard to the representative), and every cluster of two or more
-   files to silver.dup_clusters (members, representative, size, max/min estimated Jaccard of the
-   members to the representative). A file whose hashing raised is quarantined with the error.
+   id, representative, Jaccard to the representative), and every cluster of two or more files to
+   silver.dup_clusters (members, representative, size, max/min Jaccard of the members to the
+   representative; exact or estimated as ``dedup.verify`` says). A file whose hashing raised is quarantined with the error.
 
 **Rank** (the representative rule, the same for exact and near clusters): most permissive license
 first (``udfs.licenses.PERMISSIVENESS``), then most stars, then the quality signals the filter
@@ -46,7 +48,14 @@ from jobs.stage import (  # noqa: E402
     arrow_schema,
 )
 from udfs.licenses import PERMISSIVENESS, permissiveness_rank  # noqa: E402
-from udfs.minhash import MinHasher, content_hash, estimated_jaccard, shingle_hashes  # noqa: E402
+from udfs.minhash import (  # noqa: E402
+    MinHasher,
+    content_hash,
+    estimated_jaccard,
+    set_jaccard,
+    shingle_hashes,
+    shingle_sets,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,7 +65,7 @@ if TYPE_CHECKING:
 INPUT_COLUMNS = FILE_COLUMNS + tuple(s.split(" ")[0] for s in SIGNALS.split(", "))
 SIGNED_SCHEMA = (
     "id string, repo string, path string, language string, license string, stars long, "
-    f"size_bytes long, {SIGNALS}, content_hash string, signature binary, "
+    f"size_bytes long, {SIGNALS}, content_hash string, signature binary, shingle_set binary, "
     "shingles long, _error string"
 )
 
@@ -88,10 +97,13 @@ def _sign(d: DedupSettings, schema: pa.Schema):
     import numpy as np
     import pyarrow as pa
 
-    def signatures(texts: pa.Array, hasher: MinHasher) -> tuple[np.ndarray, np.ndarray]:
+    keep_sets = d.verify == "exact"
+
+    def signatures(texts: pa.Array, hasher: MinHasher):
         data, offsets = _utf8_buffers(texts)
         hashes, counts = shingle_hashes(data, offsets, d.ngram, d.hash)
-        return hasher.signatures(hashes, counts), counts
+        sets = shingle_sets(hashes, counts) if keep_sets else [None] * len(counts)
+        return hasher.signatures(hashes, counts), counts, sets
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         hasher = MinHasher(d.num_perm, d.seed)
@@ -106,23 +118,27 @@ def _sign(d: DedupSettings, schema: pa.Schema):
                 except Exception as exc:  # noqa: BLE001 - quarantine the file, not the job
                     errors[i] = f"hash_error: {type(exc).__name__}: {exc}"
             try:
-                sigs, counts = signatures(texts, hasher)
+                sigs, counts, sets = signatures(texts, hasher)
             except Exception:  # noqa: BLE001 - find the file that raised, one at a time
                 sigs = np.zeros((n, d.num_perm), dtype=np.uint32)
                 counts = np.zeros(n, dtype=np.int64)
+                sets = [None] * n
                 for i in range(n):
                     try:
-                        s, c = signatures(texts.slice(i, 1), hasher)
-                        sigs[i], counts[i] = s[0], c[0]
+                        s, c, one = signatures(texts.slice(i, 1), hasher)
+                        sigs[i], counts[i], sets[i] = s[0], c[0], one[0]
                     except Exception as exc:  # noqa: BLE001
                         errors[i] = errors[i] or f"minhash_error: {type(exc).__name__}: {exc}"
             blob = sigs.astype("<u4", copy=False).tobytes()
             width = 4 * d.num_perm
-            signature = [blob[i * width:(i + 1) * width] if counts[i] and not errors[i] else None
-                         for i in range(n)]
+            ok = [bool(counts[i]) and not errors[i] for i in range(n)]
+            signature = [blob[i * width:(i + 1) * width] if ok[i] else None for i in range(n)]
+            shingle_set = [sets[i].astype("<u4").tobytes() if ok[i] and keep_sets else None
+                           for i in range(n)]
             columns = {name: batch.column(name) for name in batch.schema.names}
             columns.update(content_hash=pa.array(hashes, pa.string()),
                            signature=pa.array(signature, pa.binary()),
+                           shingle_set=pa.array(shingle_set, pa.binary()),
                            shingles=pa.array(counts, pa.int64()),
                            _error=pa.array(errors, pa.string()))
             yield pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
@@ -130,8 +146,11 @@ def _sign(d: DedupSettings, schema: pa.Schema):
     return run
 
 
-def _jaccard(num_perm: int, keep: tuple[str, ...], schema: pa.Schema):
-    """mapInArrow function: rows with signatures ``sig_a``/``sig_b`` → ``keep`` + ``jaccard``."""
+def _jaccard(mode: str, num_perm: int, keep: tuple[str, ...], schema: pa.Schema):
+    """mapInArrow function: rows with binary columns ``a``/``b`` → ``keep`` + ``jaccard``.
+
+    mode ``exact``: a and b are sorted shingle-hash sets; ``signature``: MinHash signatures.
+    """
     import numpy as np
     import pyarrow as pa
 
@@ -141,7 +160,11 @@ def _jaccard(num_perm: int, keep: tuple[str, ...], schema: pa.Schema):
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            j = estimated_jaccard(matrix(batch.column("sig_a")), matrix(batch.column("sig_b")))
+            if mode == "exact":
+                j = [set_jaccard(np.frombuffer(a, "<u4"), np.frombuffer(b, "<u4"))
+                     for a, b in zip(batch.column("a").to_pylist(), batch.column("b").to_pylist())]
+            else:
+                j = estimated_jaccard(matrix(batch.column("a")), matrix(batch.column("b")))
             arrays = [batch.column(name) for name in keep] + [pa.array(j, pa.float64())]
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -173,10 +196,11 @@ def license_rank(col: str = "license") -> Column:
             .otherwise(F.coalesce(table[F.col(col)], F.lit(len(PERMISSIVENESS)))))
 
 
-def _with_jaccard(df: DataFrame, num_perm: int, keep: tuple[str, ...], types: str) -> DataFrame:
+def _with_jaccard(df: DataFrame, d: DedupSettings, keep: tuple[str, ...], types: str) -> DataFrame:
     schema = f"{types}, jaccard double"
-    return df.select(*keep, "sig_a", "sig_b").mapInArrow(
-        _jaccard(num_perm, keep, arrow_schema(schema)), schema)
+    mode = "exact" if d.verify == "exact" else "signature"
+    return df.select(*keep, "a", "b").mapInArrow(
+        _jaccard(mode, d.num_perm, keep, arrow_schema(schema)), schema)
 
 
 def near_duplicates(reps: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
@@ -191,28 +215,35 @@ def near_duplicates(reps: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
     bands, rows = d.banding()
     width = 4 * rows
     keys = F.array(*[F.substring("signature", i * width + 1, width) for i in range(bands)])
-    buckets = reps.select("id", F.posexplode(keys).alias("band", "key"))
-    star = buckets.withColumn("root", F.min("id").over(Window.partitionBy("band", "key")))
-    edges = star.where(F.col("id") != F.col("root")).select(
-        F.col("id").alias("src"), F.col("root").alias("dst")).distinct()
-    if d.verify:
-        sig = reps.select("id", "signature")
-        pairs = (edges.join(sig.select(F.col("id").alias("src"), F.col("signature").alias("sig_a")),
-                            "src")
-                 .join(sig.select(F.col("id").alias("dst"), F.col("signature").alias("sig_b")),
-                       "dst"))
-        scored = _with_jaccard(pairs, d.num_perm, ("src", "dst"), "src string, dst string")
+    buckets = (reps.select("id", F.posexplode(keys).alias("band", "key"))
+               .groupBy("band", "key").agg(F.sort_array(F.collect_list("id")).alias("ids"))
+               .where(F.size("ids") > 1))
+    n = "size(ids)"
+    star = f"transform(slice(ids, 2, {n} - 1), y -> named_struct('src', y, 'dst', ids[0]))"
+    if d.verify != "none":
+        # every pair of a small bucket: verification must not cut a file loose only because it
+        # is not similar enough to the bucket's smallest id (measured: bench/RESULTS.md)
+        every_pair = (f"flatten(transform(sequence(1, {n} - 1), i -> transform("
+                      f"slice(ids, i + 1, {n} - i), y -> named_struct('src', y, 'dst', ids[i - 1]))))")
+        star = f"IF({n} <= {d.all_pairs_bucket}, {every_pair}, {star})"
+    edges = buckets.select(F.explode(F.expr(star)).alias("e")).select("e.src", "e.dst").distinct()
+    compare = "shingle_set" if d.verify == "exact" else "signature"
+    if d.verify != "none":
+        side = reps.select("id", compare)
+        pairs = (edges.join(side.select(F.col("id").alias("src"), F.col(compare).alias("a")), "src")
+                 .join(side.select(F.col("id").alias("dst"), F.col(compare).alias("b")), "dst"))
+        scored = _with_jaccard(pairs, d, ("src", "dst"), "src string, dst string")
         edges = scored.where(F.col("jaccard") >= d.threshold).select("src", "dst")
     components = connected_components(edges, d.max_rounds)
     members = components.labels.join(reps, components.labels["node"] == reps["id"]).select(
-        "id", F.col("component").alias("cluster_id"), "signature", "_license_rank", "stars",
-        "alpha_fraction", "max_line_length", "path", "repo")
+        "id", F.col("component").alias("cluster_id"), F.col(compare).alias("a"), "_license_rank",
+        "stars", "alpha_fraction", "max_line_length", "path", "repo")
     by_cluster = Window.partitionBy("cluster_id").orderBy(*rank_order())
     members = members.withColumn("representative", F.first("id").over(by_cluster))
-    rep_sig = members.where(F.col("id") == F.col("representative")).select(
-        "cluster_id", F.col("signature").alias("sig_b"))
-    pairs = members.withColumnRenamed("signature", "sig_a").join(rep_sig, "cluster_id")
-    return (_with_jaccard(pairs, d.num_perm, ("id", "cluster_id", "representative"),
+    rep_side = members.where(F.col("id") == F.col("representative")).select(
+        "cluster_id", F.col("a").alias("b"))
+    pairs = members.join(rep_side, "cluster_id")
+    return (_with_jaccard(pairs, d, ("id", "cluster_id", "representative"),
                           "id string, cluster_id string, representative string"),
             components.rounds)
 
@@ -248,7 +279,7 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
     survivors = ranked.where((F.col("_exact_rn") == 1) & F.col("_error").isNull())
     if d.near:
         reps = survivors.where(F.col("signature").isNotNull()).select(
-            "id", "signature", "_license_rank", *RANK_COLUMNS[1:])
+            "id", "signature", "shingle_set", "_license_rank", *RANK_COLUMNS[1:])
         near, _rounds = near_duplicates(reps, d)
         near = near.localCheckpoint(eager=True)
     else:

@@ -130,10 +130,15 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
             for table, df in result.extra_outputs.items():
                 out[table] = lake.write(table, df)
             slice_ = f"stage = '{name}'"
+            rejects = rejects_of(name, result.decided)
+            quarantine = quarantine_of(name, result.decided)
+            # nothing to write: an empty frame still replaces the slice, without re-reading input
             out["silver.rejects"] = lake.write(
-                "silver.rejects", rejects_of(name, result.decided), replace_where=slice_)
+                "silver.rejects", rejects if report.rows_dropped else rejects.limit(0),
+                replace_where=slice_)
             out["ops.quarantine"] = lake.write(
-                "ops.quarantine", quarantine_of(name, result.decided), replace_where=slice_)
+                "ops.quarantine", quarantine if quarantined else quarantine.limit(0),
+                replace_where=slice_)
             for table, version in out.items():
                 tables[table] = (lake.path(table), version)
             for df in result.persisted:

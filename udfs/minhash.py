@@ -5,8 +5,8 @@ Everything here is plain Python and numpy; ``jobs.dedup`` calls it per Arrow bat
 Definitions (stated once, used by the stage, the tests and the benchmarks alike):
 
 - **Exact-duplicate normalization** (``normalize_for_exact``): line endings become ``\\n``,
-  trailing whitespace is removed from every line, and trailing blank lines at the end of the file
-  are removed. ``content_hash`` is the SHA-256 of the normalized text in UTF-8.
+  trailing whitespace (``str.rstrip``) is removed from every line, and trailing blank lines at
+  the end of the file are removed. ``content_hash`` is the SHA-256 of the normalized text in UTF-8.
 - **Tokens** (``tokenize``): maximal runs of ASCII letters, digits, ``_`` and non-ASCII
   characters, i.e. identifiers, keywords and numbers; ASCII operators, punctuation and whitespace
   separate tokens and are dropped. This follows BigCode's near-deduplication of The Stack
@@ -308,6 +308,24 @@ class MinHasher:
 
     def signature(self, hashes: np.ndarray) -> np.ndarray:
         return self.signatures(hashes, np.array([len(hashes)]))[0]
+
+
+def shingle_sets(hashes: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    """Each document's distinct shingle hashes, sorted (uint32), from ``shingle_hashes`` output."""
+    owner = np.repeat(np.arange(len(counts), dtype=np.uint64), counts)
+    keys = np.unique((owner << np.uint64(32)) | np.asarray(hashes, dtype=np.uint64))
+    docs = (keys >> np.uint64(32)).astype(np.int64)
+    bounds = np.searchsorted(docs, np.arange(len(counts) + 1))
+    values = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    return [values[bounds[i]:bounds[i + 1]] for i in range(len(counts))]
+
+
+def set_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sorted arrays of distinct shingle hashes (1.0 if both empty)."""
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float:

@@ -12,7 +12,7 @@ from jobs import dedup
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline import run_pipeline
 from tests.conftest import make_config
-from udfs.minhash import content_hash
+from udfs.minhash import content_hash, shingles, tokenize
 from udfs.records import file_id
 
 BASE = "def pipeline(alpha, beta):\n" + "".join(
@@ -110,10 +110,13 @@ def test_two_runs_write_identical_tables(spark, silver, tmp_path):
     assert first == second
 
 
-def test_exact_only_and_explicit_banding(spark, silver):
+def test_exact_only_signature_verification_and_explicit_banding(spark, silver):
     [report] = run_pipeline(make_config(silver, "dedup.near=false"), ["dedup"],
                             spark=spark).reports
     assert report.dropped == {"exact_duplicate": 2}
+    [report] = run_pipeline(make_config(silver, "dedup.verify=signature"), ["dedup"],
+                            spark=spark).reports
+    assert report.dropped == {"exact_duplicate": 2, "near_duplicate": 2}
     # one band of 256 rows: only identical signatures collide (s1/s3), a/b no longer do
     [report] = run_pipeline(make_config(silver, "dedup.bands=1", "dedup.rows=256"), ["dedup"],
                             spark=spark).reports
@@ -134,6 +137,7 @@ def test_a_file_that_fails_to_hash_is_quarantined_not_fatal(monkeypatch):
     got = out[0].to_pylist()
     assert [r["_error"] for r in got] == [None, "hash_error: ValueError: cannot hash this"]
     assert got[0]["content_hash"] == content_hash(BASE) and len(got[0]["signature"]) == 1024
+    assert len(got[0]["shingle_set"]) == 4 * len(set(shingles(tokenize(BASE), 5)))
     assert got[1]["content_hash"] is None and got[1]["signature"] is None
     assert "text" not in out[0].schema.names
 
@@ -143,6 +147,7 @@ def _signed_schema(names):
              "language": pa.string(), "license": pa.string(), "stars": pa.int64(),
              "size_bytes": pa.int64(), "num_lines": pa.int64(), "alpha_fraction": pa.float64(),
              "avg_line_length": pa.float64(), "max_line_length": pa.int64(),
-             "content_hash": pa.string(), "signature": pa.binary(), "shingles": pa.int64(),
+             "content_hash": pa.string(), "signature": pa.binary(), "shingle_set": pa.binary(),
+             "shingles": pa.int64(),
              "_error": pa.string()}
     return pa.schema([pa.field(n, types[n]) for n in names])

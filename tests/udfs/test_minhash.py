@@ -108,6 +108,21 @@ def test_estimated_jaccard_tracks_exact_jaccard():
     assert abs(M.estimated_jaccard(sigs[0], sigs[1]) - exact) < 0.08  # ~2.5 sigma at 256 perms
 
 
+def test_shingle_sets_and_their_jaccard():
+    docs = corpus(30, seed=11)
+    data, offsets = M.encode_docs(docs)
+    hashes, counts = M.shingle_hashes(data, offsets, 5)
+    sets = M.shingle_sets(hashes, counts)
+    start = np.r_[0, np.cumsum(counts)]
+    for i in range(len(docs)):
+        want = np.unique(hashes[start[i]:start[i + 1]])
+        assert np.array_equal(sets[i], want)
+    for i, j in ((8, 9), (10, 11), (0, 12), (1, 2)):
+        a = set(M.shingles(M.tokenize(docs[i]), 5))
+        b = set(M.shingles(M.tokenize(docs[j]), 5))
+        assert M.set_jaccard(sets[i], sets[j]) == pytest.approx(M.exact_jaccard(a, b))
+
+
 @pytest.mark.parametrize("threshold,num_perm,fp,fn", [
     (0.7, 256, 0.5, 0.5), (0.5, 128, 0.5, 0.5), (0.85, 256, 0.3, 0.7), (0.9, 64, 0.5, 0.5),
     (0.3, 256, 0.7, 0.3)])
