@@ -31,7 +31,7 @@ def test_curation_flags_become_overrides():
         ("filter.params.unknown_stars=maybe", "filter.params.unknown_stars: Input should be "
                                               "'keep' or 'drop'"),
         ("filter.params.min_lines=many", "filter.params.min_lines: Input should be a valid integer"),
-        ("bogus=1", "bogus: unknown key; allowed keys here: filter, ingest, lakehouse, spark, "
+        ("bogus=1", "bogus: unknown key; allowed keys here: dedup, filter, ingest, lakehouse, spark, "
                     "stages"),
         ("ingest.sources=[{kind: tree, path: x, depth: 1}]",
          "ingest.sources.0.depth: unknown key; allowed keys here: kind, layout, path"),
