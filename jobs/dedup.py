@@ -52,7 +52,7 @@ from udfs.minhash import (  # noqa: E402
     MinHasher,
     content_hash,
     estimated_jaccard,
-    set_jaccard,
+    set_jaccards,
     shingle_hashes,
     shingle_sets,
 )
@@ -75,16 +75,17 @@ SIGNED_SCHEMA = (
 
 
 def _utf8_buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(bytes, offsets) of an Arrow string column without copying the text; nulls read as ""."""
+    """(bytes, offsets) of an Arrow string or binary column without copying; nulls read as empty."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if column.null_count:
-        column = pc.fill_null(column, "")
+        column = pc.fill_null(column, pa.scalar(b"" if pa.types.is_binary(column.type) else "",
+                                                column.type))
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    wide = pa.types.is_large_string(column.type)
+    wide = pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type)
     _, offsets, data = column.buffers()
     offsets = np.frombuffer(offsets, dtype=np.int64 if wide else np.int32)
     offsets = offsets[column.offset:column.offset + len(column) + 1].astype(np.int64)
@@ -161,8 +162,11 @@ def _jaccard(mode: str, num_perm: int, keep: tuple[str, ...], schema: pa.Schema)
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             if mode == "exact":
-                j = [set_jaccard(np.frombuffer(a, "<u4"), np.frombuffer(b, "<u4"))
-                     for a, b in zip(batch.column("a").to_pylist(), batch.column("b").to_pylist())]
+                sets = []
+                for name in ("a", "b"):
+                    data, offsets = _utf8_buffers(batch.column(name))
+                    sets += [data[offsets[0]:offsets[-1]].view("<u4"), np.diff(offsets) // 4]
+                j = set_jaccards(*sets)
             else:
                 j = estimated_jaccard(matrix(batch.column("a")), matrix(batch.column("b")))
             arrays = [batch.column(name) for name in keep] + [pa.array(j, pa.float64())]

@@ -56,3 +56,20 @@ silver.groupBy("language", "license").count().orderBy("count", ascending=False).
 
 quarantine, _ = lake.read("ops.quarantine")
 quarantine.select("stage", "source_kind", "error").show(truncate=80)
+
+# COMMAND ----------
+
+# MAGIC %md ## Duplicate clusters: the largest ones, and why a file was removed
+
+# COMMAND ----------
+
+if lake.exists("silver.dup_clusters"):
+    from pyspark.sql import functions as F
+
+    clusters, _ = lake.read("silver.dup_clusters")
+    clusters.groupBy("kind").agg(F.count("*").alias("clusters"), F.sum("size").alias("files"),
+                                 F.min("min_jaccard").alias("lowest_jaccard")).show()
+    clusters.orderBy(F.col("size").desc()).select(
+        "kind", "size", "min_jaccard", "representative").show(10, truncate=20)
+    (rejects.where("stage = 'dedup'").select("path", "reason", "detail")
+     .orderBy("path").show(10, truncate=100))

@@ -117,10 +117,16 @@ def test_shingle_sets_and_their_jaccard():
     for i in range(len(docs)):
         want = np.unique(hashes[start[i]:start[i + 1]])
         assert np.array_equal(sets[i], want)
-    for i, j in ((8, 9), (10, 11), (0, 12), (1, 2)):
-        a = set(M.shingles(M.tokenize(docs[i]), 5))
-        b = set(M.shingles(M.tokenize(docs[j]), 5))
-        assert M.set_jaccard(sets[i], sets[j]) == pytest.approx(M.exact_jaccard(a, b))
+    pairs = [(8, 9), (10, 11), (0, 12), (1, 2), (3, 3), (1, 1), (6, 7)]
+    want = [M.exact_jaccard(set(M.shingles(M.tokenize(docs[i]), 5)),
+                            set(M.shingles(M.tokenize(docs[j]), 5))) for i, j in pairs]
+    assert [M.set_jaccard(sets[i], sets[j]) for i, j in pairs] == pytest.approx(want)
+    batch = M.set_jaccards(np.concatenate([sets[i] for i, _ in pairs]),
+                           np.array([len(sets[i]) for i, _ in pairs]),
+                           np.concatenate([sets[j] for _, j in pairs]),
+                           np.array([len(sets[j]) for _, j in pairs]))
+    assert list(batch) == pytest.approx(want)
+    assert want[4:] == [1.0, 1.0, 0.5]  # the same doc; two empty sets; {abcde} vs +{bcdef}
 
 
 @pytest.mark.parametrize("threshold,num_perm,fp,fn", [
