@@ -70,19 +70,13 @@ def pairs_of(clusters: dict) -> set:
 
 
 def components(nodes, edges) -> dict:
-    parent = {n: n for n in nodes}
+    """Each node's component, labelled by its smallest node (networkx)."""
+    import networkx as nx
 
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {n: find(n) for n in nodes}
+    graph = nx.Graph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(edges)
+    return {n: min(comp) for comp in nx.connected_components(graph) for n in comp}
 
 
 def ground_truth(ids: list[str], texts: list[str], ngram: int, threshold: float):

@@ -99,7 +99,9 @@ def tables(lakehouse: Annotated[Optional[str], typer.Option(help="lakehouse root
     found = list_tables(root)
     t = Table(title=f"tables under {root}")
     for col in ("table", "rows", "version", "path", "what"):
-        t.add_column(col, justify="right" if col in ("rows", "version") else "left")
+        # table names never shrink or wrap: narrow terminals squeeze path and description instead
+        t.add_column(col, justify="right" if col in ("rows", "version") else "left",
+                     no_wrap=col == "table", min_width=19 if col == "table" else None)
     for info in found:
         t.add_row(info.name, f"{info.rows:,}", str(info.version), info.path, info.description)
     console.print(t if found else f"no Delta tables under {root}")

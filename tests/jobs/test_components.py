@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import random
 
+import networkx as nx
 import pytest
 
 from jobs.components import ComponentsDidNotConverge, connected_components
 
 
 def union_find(edges):
-    parent = {}
-
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in parent}
+    """The reference: networkx's components, labelled by their smallest node."""
+    graph = nx.Graph()
+    graph.add_edges_from(edges)
+    return {node: min(comp) for comp in nx.connected_components(graph) for node in comp}
 
 
 def labels(spark, edges, kind="long", max_rounds=40):
