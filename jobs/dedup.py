@@ -74,7 +74,7 @@ SIGNED_SCHEMA = (
 # Executor-side functions (Arrow batches in, Arrow batches out)
 
 
-def _utf8_buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def _buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(bytes, offsets) of an Arrow string or binary column without copying; nulls read as empty."""
     import numpy as np
     import pyarrow as pa
@@ -101,7 +101,7 @@ def _sign(d: DedupSettings, schema: pa.Schema):
     keep_sets = d.verify == "exact"
 
     def signatures(texts: pa.Array, hasher: MinHasher):
-        data, offsets = _utf8_buffers(texts)
+        data, offsets = _buffers(texts)
         hashes, counts = shingle_hashes(data, offsets, d.ngram, d.hash)
         sets = shingle_sets(hashes, counts) if keep_sets else [None] * len(counts)
         return hasher.signatures(hashes, counts), counts, sets
@@ -155,20 +155,19 @@ def _jaccard(mode: str, num_perm: int, keep: tuple[str, ...], schema: pa.Schema)
     import numpy as np
     import pyarrow as pa
 
-    def matrix(column: pa.Array) -> np.ndarray:
-        blob = b"".join(column.to_pylist())
-        return np.frombuffer(blob, dtype="<u4").reshape(len(column), num_perm)
+    def values(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """The column's concatenated uint32 values (zero-copy) and the count per row."""
+        data, offsets = _buffers(column)
+        return data[offsets[0]:offsets[-1]].view("<u4"), np.diff(offsets) // 4
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             if mode == "exact":
-                sets = []
-                for name in ("a", "b"):
-                    data, offsets = _utf8_buffers(batch.column(name))
-                    sets += [data[offsets[0]:offsets[-1]].view("<u4"), np.diff(offsets) // 4]
-                j = set_jaccards(*sets)
+                (a, a_counts), (b, b_counts) = values(batch.column("a")), values(batch.column("b"))
+                j = set_jaccards(a, a_counts, b, b_counts)
             else:
-                j = estimated_jaccard(matrix(batch.column("a")), matrix(batch.column("b")))
+                j = estimated_jaccard(values(batch.column("a"))[0].reshape(-1, num_perm),
+                                      values(batch.column("b"))[0].reshape(-1, num_perm))
             arrays = [batch.column(name) for name in keep] + [pa.array(j, pa.float64())]
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
