@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from udfs.filters import RULES, FilterParams
+from udfs.split import SplitParams
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -143,16 +144,30 @@ class DedupSettings(_Strict):
         return optimal_bands(self.threshold, self.num_perm, *self.weights())
 
 
-StageName = Literal["ingest", "filter", "dedup"]
+class SplitSettings(_Strict):
+    """AST splitting (``jobs.split``; sample types, limits and defaults in ``udfs.split``).
+
+    repo_fim_rate: share of FIM samples rendered in the repository-level form, with up to
+    repo_context_files other files of the repository (within repo_context_bytes) in front.
+    """
+
+    params: SplitParams = SplitParams()
+    repo_fim_rate: float = Field(0.25, ge=0.0, le=1.0)
+    repo_context_files: int = Field(2, ge=1, le=16)
+    repo_context_bytes: int = Field(16384, ge=0)
+
+
+StageName = Literal["ingest", "filter", "dedup", "split"]
 
 
 class PipelineConfig(_Strict):
     lakehouse: str = "lakehouse"  # root folder or URI of the Delta tables and run folders
-    stages: tuple[StageName, ...] = ("ingest", "filter", "dedup")
+    stages: tuple[StageName, ...] = ("ingest", "filter", "dedup", "split")
     spark: SparkSettings = SparkSettings()
     ingest: IngestSettings = IngestSettings()
     filter: FilterSettings = FilterSettings()
     dedup: DedupSettings = DedupSettings()
+    split: SplitSettings = SplitSettings()
 
     def config_hash(self) -> str:
         """First 16 hex chars of SHA-256 over the canonical JSON of the config."""

@@ -31,6 +31,8 @@ TABLES: dict[str, str] = {
     "silver.files": "files that passed every quality rule",
     "silver.unique_files": "silver.files without exact and near duplicates (one per cluster)",
     "silver.dup_clusters": "every exact or near-duplicate cluster: members, representative, Jaccard",
+    "gold.samples": "training samples cut along the syntax tree: completion, docstring, FIM",
+    "gold.sample_skips": "every candidate sample the split stage skipped, with the reason",
     "silver.rejects": "every row a stage dropped, with the stage and the reason",
     "ops.quarantine": "records a stage could not read or parse, with the payload and the error",
     "ops.ledger": "one row per stage per run: rows in/out/dropped/quarantined, versions, seconds",
@@ -222,6 +224,7 @@ class StageReport:
     input_versions: dict[str, int] = field(default_factory=dict)
     output_versions: dict[str, int] = field(default_factory=dict)
     dry_run: bool = False
+    output_rows: int | None = None  # rows written to the output table (= rows_out unless 1:N)
 
     @property
     def rows_dropped(self) -> int:
@@ -258,6 +261,7 @@ LEDGER_FIELDS: tuple[tuple[str, str], ...] = (
     ("input_versions", "map<string,long>"),
     ("output_versions", "map<string,long>"),
     ("dry_run", "boolean"),
+    ("output_rows", "long"),
 )
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from jobs import dedup, ingest
+from jobs import dedup, ingest, split
 from jobs import filter as filter_stage
 from jobs.config import ConfigError, PipelineConfig, TreeSource, load_config
 from jobs.lakehouse import Lakehouse, StageReport, append_ledger, spark_session
@@ -30,8 +30,9 @@ from jobs.stage import KEPT, Stage, quarantine_of, rejects_of
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-# Stages in pipeline order. Decontamination and splitting register here when they exist.
-STAGES: dict[str, Stage] = {s.name: s for s in (ingest.STAGE, filter_stage.STAGE, dedup.STAGE)}
+# Stages in pipeline order. Decontamination registers here (between dedup and split) when it exists.
+STAGES: dict[str, Stage] = {
+    s.name: s for s in (ingest.STAGE, filter_stage.STAGE, dedup.STAGE, split.STAGE)}
 
 
 @dataclass
@@ -119,7 +120,12 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
             seconds=0.0, config_hash=cfg.config_hash(), input_versions=in_versions,
             dry_run=dry_run)
         report.check_balance()
-        kept_df = result.decided.where(F.col("_outcome") == KEPT).select(*result.kept_columns)
+        if result.output is not None:
+            kept_df = result.output
+            report.output_rows = kept_df.count()
+        else:
+            kept_df = result.decided.where(F.col("_outcome") == KEPT).select(*result.kept_columns)
+            report.output_rows = kept
         if dry_run:
             produced[stage.output] = kept_df
             produced.update(result.extra_outputs)

@@ -16,11 +16,14 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     dry = any(r.dry_run for r in result.reports)
     title = f"codemill run {result.run_id}" + (" (dry run: nothing written)" if dry else "")
     stages = Table(title=title)
-    for col in ("stage", "rows in", "kept", "dropped", "quarantined", "MB in", "MB out", "seconds"):
+    for col in ("stage", "rows in", "kept", "dropped", "quarantined", "rows written", "MB in",
+                "MB out", "seconds"):
         stages.add_column(col, justify="left" if col == "stage" else "right")
     for r in result.reports:
         stages.add_row(r.stage, f"{r.rows_in:,}", f"{r.rows_out:,}", f"{r.rows_dropped:,}",
-                       f"{r.rows_quarantined:,}", f"{r.bytes_in / 1e6:.1f}",
+                       f"{r.rows_quarantined:,}",
+                       f"{r.output_rows if r.output_rows is not None else r.rows_out:,}",
+                       f"{r.bytes_in / 1e6:.1f}",
                        f"{r.bytes_out / 1e6:.1f}", f"{r.seconds:.1f}")
     console.print(stages)
     reasons = Table(title="dropped by reason")

@@ -34,6 +34,9 @@ class StageResult:
     input_rows: DataFrame  # what the stage read; needs a _bytes column
     decided: DataFrame  # one row per input row: _outcome, _reason, _bytes + the stage's columns
     kept_columns: tuple[str, ...]  # projection of kept rows into the output table
+    # the output table's rows when they are not the kept input rows (split: many samples per kept
+    # file); the ledger then also records how many rows were written (output_rows)
+    output: DataFrame | None = None
     persisted: list[DataFrame] = field(default_factory=list)
     # further tables the stage writes whole (overwrite), e.g. dedup's silver.dup_clusters
     extra_outputs: dict[str, DataFrame] = field(default_factory=dict)

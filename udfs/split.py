@@ -347,10 +347,10 @@ def _ast_candidates(bld: _Builder, tree, gid: str, rng: random.Random,
     defs = definitions(tree, bld.b, gid, deadline)
     methods: dict[int, list[Definition]] = {}
     classes = {d.node.id: d for d in defs if d.kind == "class"}
-    for d in defs:
+    functions = SYNTAX[gid].functions
+    for d in defs:  # methods of each class: the nearest enclosing definition is the class
         up = d.node.parent
-        while up is not None and up.id not in classes and up.type not in ("block",) + tuple(
-                SYNTAX[gid].functions):
+        while up is not None and up.id not in classes and up.type not in functions:
             up = up.parent
         if d.kind == "method" and up is not None and up.id in classes:
             methods.setdefault(up.id, []).append(d)

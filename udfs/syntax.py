@@ -191,10 +191,10 @@ def parse(source: bytes, grammar_id: str, *, timeout_s: float = 2.0, max_bytes: 
     Raises ``ParseRefused`` with reason ``too_large``, ``too_deep`` or ``parse_timeout``.
     """
     if len(source) > max_bytes:
-        raise ParseRefused("too_large", f"{len(source)} bytes > split.max_parse_bytes={max_bytes}")
+        raise ParseRefused("too_large", f"{len(source)} bytes > max_parse_bytes={max_bytes}")
     depth = bracket_depth(source)
     if depth > max_nesting:
-        raise ParseRefused("too_deep", f"bracket nesting {depth} > split.max_nesting={max_nesting}")
+        raise ParseRefused("too_deep", f"bracket nesting {depth} > max_nesting={max_nesting}")
     parser = _parser(grammar_id)
     view = memoryview(source)
     deadline = time.monotonic() + timeout_s
@@ -207,7 +207,7 @@ def parse(source: bytes, grammar_id: str, *, timeout_s: float = 2.0, max_bytes: 
         parser.reset()  # a cancelled parse would otherwise resume on the next call
         if time.monotonic() > deadline:
             raise ParseRefused("parse_timeout",
-                               f"not parsed within split.parse_timeout_s={timeout_s}") from None
+                               f"not parsed within parse_timeout_s={timeout_s}") from None
         raise
 
 
