@@ -260,6 +260,8 @@ def _docstring_samples(bld: _Builder, d: Definition) -> None:
                 spans, "context_cut" if cut else None)
     elif d.doc_comments:  # the definition (which starts below its comments) → the comments
         c0, c1 = d.doc_comments[0].start_byte, d.doc_comments[-1].end_byte
+        while c1 > c0 and b[c1 - 1] in b"\r\n":  # Rust line comments hold their newline
+            c1 -= 1
         if not bld.target_fits("docstring", d.qualname, c0, c1):
             return
         end, cut = _cut_right(b, d.start, d.end, limit)
