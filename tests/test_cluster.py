@@ -47,6 +47,9 @@ def test_stages_via_spark_submit(tmp_path):
     for i in range(40):
         (repo / f"m{i:02d}.py").write_text(body + f"# file {i}\n")
     (repo / "short.py").write_text("x = 1\n")
+    fixtures = REPO / "tests" / "udfs" / "fixtures" / "split"
+    for name in ("stack.go", "matrix.rs"):  # split parses these with grammar wheels on executors
+        (repo / name).write_text((fixtures / name).read_text())
     (repo / "bad.py").write_bytes(b"# \xff\n")
     lake = tmp_path / "lakehouse"
     common = ["--env", "cluster", "--set", f"lakehouse={lake}",
@@ -55,19 +58,32 @@ def test_stages_via_spark_submit(tmp_path):
     spark_submit("jobs/ingest.py", *common)
     spark_submit("jobs/filter.py", *common)
     spark_submit("jobs/dedup.py", *common)
+    spark_submit("jobs/split.py", *common, "--set", "split.params.fim_rate=0")
 
     ledger = DeltaTable(str(lake / "ops" / "ledger")).to_pyarrow_table().to_pylist()
     got = {r["stage"]: (r["rows_in"], r["rows_out"], dict(r["dropped"]), r["rows_quarantined"])
            for r in ledger}
-    assert got == {"ingest": (43, 41, {"unsupported_extension": 1}, 1),
-                   "filter": (41, 40, {"too_few_lines": 1}, 0),
+    assert got == {"ingest": (45, 43, {"unsupported_extension": 1}, 1),
+                   "filter": (43, 42, {"too_few_lines": 1}, 0),
                    # the 40 files differ in one comment: one near-duplicate cluster
-                   "dedup": (40, 1, {"near_duplicate": 39}, 0)}
+                   "dedup": (42, 3, {"near_duplicate": 39}, 0),
+                   "split": (3, 3, {}, 0)}
     silver = DeltaTable(str(lake / "silver" / "files")).to_pyarrow_table(columns=["path"])
-    assert sorted(silver["path"].to_pylist()) == [f"m{i:02d}.py" for i in range(40)]
+    assert sorted(silver["path"].to_pylist()) == sorted(
+        [f"m{i:02d}.py" for i in range(40)] + ["matrix.rs", "stack.go"])
     # representative: equal license and stars, so the highest alpha fraction ("# file 0" has one
     # digit fewer than "# file 10"), then the first path
     unique = DeltaTable(str(lake / "silver" / "unique_files")).to_pyarrow_table(columns=["path"])
-    assert unique["path"].to_pylist() == ["m00.py"]
+    assert sorted(unique["path"].to_pylist()) == ["m00.py", "matrix.rs", "stack.go"]
     [cluster] = DeltaTable(str(lake / "silver" / "dup_clusters")).to_pyarrow_table().to_pylist()
     assert (cluster["kind"], cluster["size"]) == ("near", 40)
+
+    samples = DeltaTable(str(lake / "gold" / "samples")).to_pyarrow_table(
+        columns=["path", "task_type", "symbol", "parse_status"]).to_pylist()
+    completions = {(r["path"], r["symbol"]) for r in samples
+                   if r["task_type"] == "function_completion"}
+    assert completions == {("m00.py", "f"), ("stack.go", "Stack.Push"), ("stack.go", "Stack.Pop"),
+                           ("stack.go", "New"), ("matrix.rs", "Matrix.zeros"),
+                           ("matrix.rs", "Matrix.get"), ("matrix.rs", "Matrix.set"),
+                           ("matrix.rs", "Matrix.fmt"), ("matrix.rs", "trace")}
+    assert {r["parse_status"] for r in samples} == {"ok"}
