@@ -40,7 +40,8 @@ def test_run_tables_export(workdir):
             "--set", f"ingest.sources=[{{kind: tree, path: '{workdir / 'corpus'}'}}]",
             "--set", "spark.master=local[2]"]
     out = codemill("run", *sets, cwd=workdir)
-    assert "ingest" in out and "filter" in out and "dedup" in out and "run folder:" in out
+    for stage in ("ingest", "filter", "dedup", "split", "run folder:"):
+        assert stage in out
 
     [run_dir] = (lake / "_runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -53,9 +54,13 @@ def test_run_tables_export(workdir):
     assert by_stage["filter"]["rows_out"] > 0
     assert by_stage["dedup"]["rows_in"] == by_stage["filter"]["rows_out"]
     assert by_stage["dedup"]["rows_out"] > 0
+    assert by_stage["split"]["rows_in"] == by_stage["dedup"]["rows_out"]
+    samples = DeltaTable(str(lake / "gold" / "samples"))
+    assert by_stage["split"]["output_rows"] == samples.to_pyarrow_table(
+        columns=["sample_id"]).num_rows > by_stage["split"]["rows_out"] > 0
 
     ledger = DeltaTable(str(lake / "ops" / "ledger")).to_pyarrow_table().to_pylist()
-    assert {r["stage"] for r in ledger} == {"ingest", "filter", "dedup"}
+    assert {r["stage"] for r in ledger} == {"ingest", "filter", "dedup", "split"}
     for row in ledger:
         assert row["run_id"] == summary["run_id"]
         assert row["rows_in"] == row["rows_out"] + row["rows_dropped"] + row["rows_quarantined"]
@@ -69,7 +74,8 @@ def test_run_tables_export(workdir):
 
     listing = codemill("tables", "--lakehouse", str(lake), cwd=workdir)
     for table in ("bronze.files", "silver.files", "silver.unique_files", "silver.dup_clusters",
-                  "silver.rejects", "ops.quarantine", "ops.ledger"):
+                  "gold.samples", "gold.sample_skips", "silver.rejects", "ops.quarantine",
+                  "ops.ledger"):
         assert table in listing
 
     # A second run over the same input writes new versions of the same rows.

@@ -1,0 +1,139 @@
+"""Split throughput against tree-sitter's bare parse speed on the same files (issue: split ≥ 50 %).
+
+Per core, one process, the files of silver.unique_files (``make run`` writes it), each language
+with a grammar:
+
+- **bare parse** (the limit): ``Parser.parse(bytes)`` with the file's grammar, nothing else.
+- **split**: ``udfs.split.split_file`` with the default ``SplitParams`` — the parse (through the
+  progress callback that enforces the timeout), the depth bound, the definitions query, every sample
+  and skip, FIM, fallback — what each executor task runs per file.
+
+Both loops run ``--repeat`` times, alternating, and the best time of each is kept (so both see warm
+caches). Ratio = split MB/s / bare-parse MB/s. Then, for scale, the whole ``split`` stage on Spark
+local[2] (Arrow batches in and out, Delta writes of gold.samples and gold.sample_skips), MB/s per
+core, in a warm session.
+
+    python bench/split_speed.py --lakehouse lakehouse [--out bench/results/split_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import machine  # noqa: E402
+from udfs.split import SplitParams, split_file  # noqa: E402
+from udfs.syntax import _parser, grammar_name  # noqa: E402
+
+
+def load(lakehouse: str, limit_mb: float | None) -> list[dict]:
+    from deltalake import DeltaTable
+
+    path = Path(lakehouse) / "silver" / "unique_files"
+    if not (path / "_delta_log").exists():
+        raise SystemExit(f"{path} is not a Delta table: run `make run` first")
+    rows = DeltaTable(str(path)).to_pyarrow_table(
+        columns=["id", "path", "language", "text"]).to_pylist()
+    rows = sorted((r for r in rows if grammar_name(r["language"], r["path"])),
+                  key=lambda r: r["id"])
+    if limit_mb:
+        out, total = [], 0
+        for r in rows:
+            total += len(r["text"].encode())
+            if total > limit_mb * 1e6:
+                break
+            out.append(r)
+        rows = out
+    return rows
+
+
+def bare_parse(files: list[tuple[bytes, str]]) -> float:
+    started = time.perf_counter()
+    for source, gid in files:
+        _parser(gid).parse(source)
+    return time.perf_counter() - started
+
+
+def split_all(rows: list[dict], params: SplitParams) -> tuple[float, int]:
+    started = time.perf_counter()
+    n = 0
+    for r in rows:
+        n += len(split_file(r["text"], r["language"], r["path"], r["id"], params).samples)
+    return time.perf_counter() - started, n
+
+
+def spark_stage(lakehouse: str) -> dict:
+    from bench._common import spark_session
+    from jobs.config import load_config
+    from jobs.pipeline import run_pipeline
+
+    spark = spark_session()
+    cfg = load_config(env="local", overrides=[f"lakehouse={lakehouse}", "spark.master=local[2]"])
+    times = []
+    for _ in range(2):  # the first run warms the session (Python workers, grammar loading)
+        started = time.perf_counter()
+        [report] = run_pipeline(cfg, ["split"], spark=spark).reports
+        times.append(time.perf_counter() - started)
+    spark.stop()
+    mb = report.bytes_in / 1e6
+    return {"files": report.rows_in, "mb": round(mb, 2), "samples": report.output_rows,
+            "seconds_cold": round(times[0], 2), "seconds_warm": round(times[1], 2),
+            "mb_per_s_per_core_warm": round(mb / times[1] / 2, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lakehouse", default="lakehouse")
+    ap.add_argument("--limit-mb", type=float, help="use only the first N MB of files (by id)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-spark", action="store_true")
+    ap.add_argument("--out", default="bench/results/split_speed.json")
+    args = ap.parse_args()
+
+    rows = load(args.lakehouse, args.limit_mb)
+    params = SplitParams()
+    by_lang: dict[str, list[dict]] = {}
+    for r in rows:
+        by_lang.setdefault(grammar_name(r["language"], r["path"]), []).append(r)
+    result = {"machine": machine(), "params": "SplitParams() defaults", "languages": {}}
+    total = {"mb": 0.0, "parse_s": 0.0, "split_s": 0.0, "files": 0, "samples": 0}
+    for gid, group in sorted(by_lang.items()):
+        files = [(r["text"].encode(), gid) for r in group]
+        mb = sum(len(b) for b, _ in files) / 1e6
+        parse_s, split_s, samples = float("inf"), float("inf"), 0
+        for _ in range(args.repeat):
+            parse_s = min(parse_s, bare_parse(files))
+            took, samples = split_all(group, params)
+            split_s = min(split_s, took)
+        row = {"files": len(group), "mb": round(mb, 2), "samples": samples,
+               "bare_parse_mb_s": round(mb / parse_s, 2), "split_mb_s": round(mb / split_s, 2),
+               "split_over_parse": round(parse_s / split_s, 3)}
+        result["languages"][gid] = row
+        print(f"{gid:11s} {len(group):6d} files {mb:8.2f} MB  parse {row['bare_parse_mb_s']:6.2f}"
+              f" MB/s  split {row['split_mb_s']:6.2f} MB/s  ratio {row['split_over_parse']:.3f}"
+              f"  samples {samples}")
+        total["mb"] += mb
+        total["parse_s"] += parse_s
+        total["split_s"] += split_s
+        total["files"] += len(group)
+        total["samples"] += samples
+    result["all"] = {
+        "files": total["files"], "mb": round(total["mb"], 2), "samples": total["samples"],
+        "bare_parse_mb_s": round(total["mb"] / total["parse_s"], 2),
+        "split_mb_s": round(total["mb"] / total["split_s"], 2),
+        "split_over_parse": round(total["parse_s"] / total["split_s"], 3)}
+    print("all        ", json.dumps(result["all"]))
+    if not args.no_spark:
+        result["spark_stage_local2"] = spark_stage(args.lakehouse)
+        print("spark stage", json.dumps(result["spark_stage_local2"]))
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
