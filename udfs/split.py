@@ -176,12 +176,30 @@ class _Builder:
         self.skipped.append({"task_type": task, "symbol": symbol, "reason": reason,
                              "start": start, "end": end})
 
-    def add(self, task: str, symbol: str | None, kind: str | None, context: str, target: str,
-            spans: dict[str, list[int]], cut: str | None) -> None:
+    def add(self, task: str, symbol: str | None, kind: str | None,
+            spans: dict[str, list[int]], cut: str | None, fim_mode: str | None = None) -> None:
+        """A candidate: spans only. Its strings are cut from the source by ``materialize`` once it
+        is picked (most candidates of a large file are not, measured: bench/split_speed.py)."""
         self.by_task.setdefault(task, []).append({
-            "task_type": task, "symbol": symbol, "symbol_kind": kind, "context": context,
-            "target": target, "prefix": None, "middle": None, "suffix": None, "fim_mode": None,
-            "rendered": None, "spans": spans, "cut": cut, "split_method": self.method})
+            "task_type": task, "symbol": symbol, "symbol_kind": kind, "spans": spans, "cut": cut,
+            "fim_mode": fim_mode, "split_method": self.method})
+
+    def materialize(self, c: dict[str, Any]) -> dict[str, Any]:
+        """Fill a picked candidate's strings from its spans."""
+        b, spans = self.b, c["spans"]
+
+        def text(name):
+            return _dec(b, *spans[name]) if name in spans else None
+
+        if c["task_type"] == "fim":
+            prefix, middle, suffix = text("prefix"), text("middle"), text("suffix")
+            c.update(context=None, target=None, prefix=prefix, middle=middle, suffix=suffix,
+                     rendered=render_fim(prefix, middle, suffix, c["fim_mode"]))
+        else:
+            c.update(context=text("context") + (text("context_rest") or ""),
+                     target=text("target"), prefix=None, middle=None, suffix=None,
+                     rendered=None)
+        return c
 
     def target_fits(self, task: str, symbol: str | None, start: int, end: int) -> bool:
         if end - start < self.p.min_target_bytes:
@@ -204,8 +222,7 @@ class _Builder:
         if not self.target_fits(task, symbol, split, target_end):
             return
         ctx_start, was_cut = _cut_left(b, 0, split, p.max_context_bytes)
-        self.add(task, symbol, kind, _dec(b, ctx_start, split), _dec(b, split, target_end),
-                 {"context": [ctx_start, split], "target": [split, target_end]},
+        self.add(task, symbol, kind, {"context": [ctx_start, split], "target": [split, target_end]},
                  "context_cut" if was_cut else cut)
 
     def fim(self, ms: int, me: int, mode: str, symbol: str | None) -> None:
@@ -215,13 +232,8 @@ class _Builder:
         # half the budget each side; a side that needs less leaves the rest to the other
         p0, cut_p = _cut_left(b, 0, ms, max(budget // 2, budget - (len(b) - me)))
         s1, cut_s = _cut_right(b, me, len(b), budget - (ms - p0))
-        prefix, middle, suffix = _dec(b, p0, ms), _dec(b, ms, me), _dec(b, me, s1)
-        self.by_task.setdefault("fim", []).append({
-            "task_type": "fim", "symbol": symbol, "symbol_kind": None, "context": None,
-            "target": None, "prefix": prefix, "middle": middle, "suffix": suffix,
-            "fim_mode": mode, "rendered": render_fim(prefix, middle, suffix, mode),
-            "spans": {"prefix": [p0, ms], "middle": [ms, me], "suffix": [me, s1]},
-            "cut": "fim_cut" if (cut_p or cut_s) else None, "split_method": self.method})
+        self.add("fim", symbol, None, {"prefix": [p0, ms], "middle": [ms, me], "suffix": [me, s1]},
+                 "fim_cut" if (cut_p or cut_s) else None, fim_mode=mode)
 
 
 def _function_samples(bld: _Builder, d: Definition, python: bool) -> None:
@@ -255,9 +267,7 @@ def _docstring_samples(bld: _Builder, d: Definition) -> None:
         rest_end, cut = _cut_right(b, line_end, d.end, max(limit - head, 0))
         spans = {"context": [d.start, line_start], "context_rest": [line_end, rest_end],
                  "target": [c0, c1]}
-        bld.add("docstring", d.qualname, d.kind,
-                _dec(b, d.start, line_start) + _dec(b, line_end, rest_end), _dec(b, c0, c1),
-                spans, "context_cut" if cut else None)
+        bld.add("docstring", d.qualname, d.kind, spans, "context_cut" if cut else None)
     elif d.doc_comments:  # the definition (which starts below its comments) → the comments
         c0, c1 = d.doc_comments[0].start_byte, d.doc_comments[-1].end_byte
         while c1 > c0 and b[c1 - 1] in b"\r\n":  # Rust line comments hold their newline
@@ -265,8 +275,8 @@ def _docstring_samples(bld: _Builder, d: Definition) -> None:
         if not bld.target_fits("docstring", d.qualname, c0, c1):
             return
         end, cut = _cut_right(b, d.start, d.end, limit)
-        bld.add("docstring", d.qualname, d.kind, _dec(b, d.start, end), _dec(b, c0, c1),
-                {"context": [d.start, end], "target": [c0, c1]}, "context_cut" if cut else None)
+        bld.add("docstring", d.qualname, d.kind, {"context": [d.start, end], "target": [c0, c1]},
+                "context_cut" if cut else None)
 
 
 _NOT_MIDDLE = ("comment", "line_comment", "block_comment", "ERROR")
@@ -407,7 +417,7 @@ def split_file(text: str, language: str | None, path: str, file_id: str,
         bld = _Builder(b, params, "fallback")
         bld.skipped = skipped
         _fallback(bld)
-    samples = _capped(bld, rng)
+    samples = [bld.materialize(c) for c in _capped(bld, rng)]
     for s in samples:
         s["sample_id"] = sample_id(file_id, s["task_type"], s["spans"])
     out = FileSplit(parse_status=status, split_method=bld.method, samples=samples,
