@@ -14,6 +14,11 @@ local[2] (Arrow batches in and out, Delta writes of gold.samples and gold.sample
 core, in a warm session.
 
     python bench/split_speed.py --lakehouse lakehouse [--out bench/results/split_speed.json]
+
+``--tree DIR`` (repeatable) benches source trees directly instead (no Spark): every file with one of
+the eight languages' extensions under 512,000 bytes (the filter's size limit), at most
+``--limit-mb`` per language. The stdlib + site-packages corpus is nearly all Python and C; RESULTS.md
+adds Go, Java, TypeScript and Rust trees this way.
 """
 
 from __future__ import annotations
@@ -49,6 +54,27 @@ def load(lakehouse: str, limit_mb: float | None) -> list[dict]:
                 break
             out.append(r)
         rows = out
+    return rows
+
+
+def load_trees(trees: list[str], limit_mb: float | None) -> list[dict]:
+    from udfs.languages import language_for_path
+
+    rows, per_lang = [], {}
+    for tree in trees:
+        for path in sorted(Path(tree).rglob("*")):
+            language = language_for_path(path.name)
+            if language is None or not path.is_file() or path.stat().st_size >= 512_000:
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            gid = grammar_name(language, path.name)
+            if limit_mb and per_lang.get(gid, 0) + len(text.encode()) > limit_mb * 1e6:
+                continue
+            per_lang[gid] = per_lang.get(gid, 0) + len(text.encode())
+            rows.append({"id": str(path), "path": str(path), "language": language, "text": text})
     return rows
 
 
@@ -92,10 +118,12 @@ def main() -> None:
     ap.add_argument("--limit-mb", type=float, help="use only the first N MB of files (by id)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-spark", action="store_true")
+    ap.add_argument("--tree", action="append", help="bench a source tree instead (no Spark)")
     ap.add_argument("--out", default="bench/results/split_speed.json")
     args = ap.parse_args()
 
-    rows = load(args.lakehouse, args.limit_mb)
+    rows = load_trees(args.tree, args.limit_mb) if args.tree else load(args.lakehouse,
+                                                                         args.limit_mb)
     params = SplitParams()
     by_lang: dict[str, list[dict]] = {}
     for r in rows:
@@ -128,7 +156,9 @@ def main() -> None:
         "split_mb_s": round(total["mb"] / total["split_s"], 2),
         "split_over_parse": round(total["parse_s"] / total["split_s"], 3)}
     print("all        ", json.dumps(result["all"]))
-    if not args.no_spark:
+    if args.tree:
+        result["input"] = args.tree
+    elif not args.no_spark:
         result["spark_stage_local2"] = spark_stage(args.lakehouse)
         print("spark stage", json.dumps(result["spark_stage_local2"]))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -79,8 +79,14 @@ def export_table(root: str, table: str, fmt: Literal["jsonl", "parquet"], out: s
         if fmt == "parquet":
             pq.write_table(tbl, shard)
         else:
+            # map columns (gold.samples' spans) come out of Arrow as (key, value) pairs: write
+            # them as JSON objects
+            maps = [f.name for f in tbl.schema if pa.types.is_map(f.type)]
             with shard.open("w", encoding="utf-8") as f:
                 for row in tbl.to_pylist():
+                    for name in maps:
+                        if row[name] is not None:
+                            row[name] = dict(row[name])
                     f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         shards.append({"file": shard.name, "rows": tbl.num_rows,
                        "bytes": shard.stat().st_size, "sha256": _sha256(shard)})

@@ -73,3 +73,27 @@ if lake.exists("silver.dup_clusters"):
         "kind", "size", "min_jaccard", "representative").show(10, truncate=20)
     (rejects.where("stage = 'dedup'").select("path", "reason", "detail")
      .orderBy("path").show(10, truncate=100))
+
+# COMMAND ----------
+
+# MAGIC %md ## Samples cut along the syntax tree: how many of each kind, and one of each
+
+# COMMAND ----------
+
+if lake.exists("gold.samples"):
+    from pyspark.sql import functions as F
+
+    samples, version = lake.read("gold.samples")
+    print(f"gold.samples @ version {version}")
+    samples.groupBy("language", "task_type").count().orderBy("language", "task_type").show(50)
+    samples.groupBy("split_method", "parse_status").count().show()
+    for row in (samples.where("task_type != 'fim_repo'").dropDuplicates(["task_type"])
+                .select("task_type", "path", "symbol", "context", "target", "rendered")
+                .collect()):
+        print(f"--- {row.task_type}: {row.path} {row.symbol or ''}")
+        if row.rendered:
+            print(row.rendered[-600:])
+        else:
+            print((row.context or "")[-400:], "⟨target⟩", (row.target or "")[:400], sep="")
+    skips, _ = lake.read("gold.sample_skips")
+    skips.groupBy("task_type", "reason").count().orderBy(F.col("count").desc()).show()

@@ -94,6 +94,14 @@ def test_run_tables_export(workdir):
     exported_ids = sorted(json.loads(line)["id"] for line in lines)
     assert exported_ids == sorted(silver.to_pyarrow_table(columns=["id"])["id"].to_pylist())
 
+    codemill("export", "gold.samples", "--format", "jsonl", "--out", str(workdir / "samples"),
+             "--lakehouse", str(lake), cwd=workdir)
+    rows = [json.loads(line) for line in (workdir / "samples" / "part-00000.jsonl").open()]
+    assert len(rows) == by_stage["split"]["output_rows"]
+    fim = next(r for r in rows if r["task_type"] == "fim")
+    assert sorted(fim["spans"]) == ["middle", "prefix", "suffix"]  # a JSON object, not pairs
+    assert fim["spans"]["prefix"][1] == fim["spans"]["middle"][0]
+
 
 def test_bad_config_fails_before_spark_naming_the_key(workdir):
     done = subprocess.run([str(BIN / "codemill"), "run", "--set", "filter.params.min_starz=1"],

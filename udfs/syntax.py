@@ -188,7 +188,10 @@ def parse(source: bytes, grammar_id: str, *, timeout_s: float = 2.0, max_bytes: 
           max_nesting: int = 256) -> Tree:
     """Parse ``source`` with the named grammar within the bounds in the module docstring.
 
-    Raises ``ParseRefused`` with reason ``too_large``, ``too_deep`` or ``parse_timeout``.
+    Raises ``ParseRefused`` with reason ``too_large``, ``too_deep`` or ``parse_timeout``. The tree
+    keeps no copy of the source (it was read through a callback): slice ``source`` by byte offsets
+    instead of ``Node.text``, and run no query with text predicates (``#eq?``, ``#match?``) on it —
+    py-tree-sitter 0.26 crashes the process on either.
     """
     if len(source) > max_bytes:
         raise ParseRefused("too_large", f"{len(source)} bytes > max_parse_bytes={max_bytes}")
