@@ -37,7 +37,6 @@ with its reason. Everything random is seeded by ``seed`` and the file id: reruns
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 import time
@@ -160,7 +159,7 @@ def _dec(b: bytes, s: int, e: int) -> str:
 
 def sample_id(file_id: str, task_type: str, spans: dict[str, list[int]]) -> str:
     """Deterministic id: SHA-256 over file id, task type and spans (first 32 hex chars)."""
-    key = f"{file_id}\0{task_type}\0{json.dumps(spans, sort_keys=True)}"
+    key = f"{file_id}\0{task_type}\0{sorted(spans.items())!r}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -358,14 +357,9 @@ def _ast_candidates(bld: _Builder, tree, gid: str, rng: random.Random,
     python = SYNTAX[gid].docstrings
     defs = definitions(tree, bld.b, gid, deadline)
     methods: dict[int, list[Definition]] = {}
-    classes = {d.node.id: d for d in defs if d.kind == "class"}
-    functions = SYNTAX[gid].functions
-    for d in defs:  # methods of each class: the nearest enclosing definition is the class
-        up = d.node.parent
-        while up is not None and up.id not in classes and up.type not in functions:
-            up = up.parent
-        if d.kind == "method" and up is not None and up.id in classes:
-            methods.setdefault(up.id, []).append(d)
+    for d in defs:  # methods of each class, in source order
+        if d.kind == "method" and d.parent is not None and d.parent.kind == "class":
+            methods.setdefault(d.parent.node.id, []).append(d)
     for d in defs:
         if time.monotonic() > deadline:
             raise ParseRefused("split_timeout", f"not split within split_timeout_s="

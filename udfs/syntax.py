@@ -195,7 +195,9 @@ def parse(source: bytes, grammar_id: str, *, timeout_s: float = 2.0, max_bytes: 
     """
     if len(source) > max_bytes:
         raise ParseRefused("too_large", f"{len(source)} bytes > max_parse_bytes={max_bytes}")
-    depth = bracket_depth(source)
+    # with no more opening brackets than the bound, the depth cannot exceed it: skip the scan
+    opens = source.count(b"(") + source.count(b"[") + source.count(b"{")
+    depth = bracket_depth(source) if opens > max_nesting else 0
     if depth > max_nesting:
         raise ParseRefused("too_deep", f"bracket nesting {depth} > max_nesting={max_nesting}")
     parser = _parser(grammar_id)
@@ -230,6 +232,7 @@ class Definition:
     body: Node | None
     docstring: Node | None  # Python: the string node of the docstring
     doc_comments: tuple[Node, ...]  # the doc comment nodes directly above, in order
+    parent: Definition | None = None  # the nearest enclosing named definition
 
     @property
     def start(self) -> int:
@@ -330,9 +333,10 @@ def definitions(tree: Tree, source: bytes, grammar_id: str, deadline: float | No
         for node in nodes:
             kinds[node.id] = (capture, node)
     ordered = sorted(kinds.values(), key=lambda cn: (cn[1].start_byte, -cn[1].end_byte))
-    class_ids = {n.id for c, n in ordered if c == "class"}
-    names: dict[int, str] = {}
     out: list[Definition] = []
+    # enclosing named definitions, innermost last: nodes come sorted by (start, -end), so a node's
+    # enclosing definitions are exactly those on the stack that end at or after it ends
+    stack: list[Definition] = []
     for i, (capture, node) in enumerate(ordered):
         if deadline is not None and i % 64 == 0 and time.monotonic() > deadline:
             raise ParseRefused("split_timeout", f"definitions of file not found within deadline "
@@ -340,28 +344,25 @@ def definitions(tree: Tree, source: bytes, grammar_id: str, deadline: float | No
         name = definition_name(node, source)
         if not name:
             continue
-        names[node.id] = name
-        path_prefix: list[str] = []
+        end = node.end_byte
+        while stack and stack[-1].node.end_byte < end:
+            stack.pop()
+        parent = stack[-1] if stack else None
         if node.type == "method_declaration" and grammar_id == "go":  # Go: the receiver type
             receiver = _GO_RECEIVER.search(_text(node.child_by_field_name("receiver"), source))
-            path_prefix = [receiver.group(1)] if receiver else []
-        # qualified name and kind from the enclosing definitions already seen
-        path, enclosing_kind = [], None
-        up = node.parent
-        while up is not None:
-            if up.id in names:
-                path.append(names[up.id])
-                if enclosing_kind is None:
-                    enclosing_kind = "class" if up.id in class_ids else "function"
-            up = up.parent
-        path = path_prefix + path[::-1]
+            prefix = receiver.group(1) + "." if receiver else ""
+        else:
+            prefix = parent.qualname + "." if parent is not None else ""
         kind = "class" if capture == "class" else (
-            "method" if enclosing_kind == "class" or node.type == "method_declaration"
-            else "function")
+            "method" if (parent is not None and parent.kind == "class")
+            or node.type == "method_declaration" else "function")
         body = node.child_by_field_name("body")
         outer = _outer(node, syntax)
-        out.append(Definition(
-            kind=kind, name=name, qualname=".".join([*path, name]), node=node, outer=outer,
-            body=body, docstring=python_docstring(body) if syntax.docstrings else None,
-            doc_comments=() if syntax.docstrings else doc_comments(outer, syntax, source)))
+        d = Definition(
+            kind=kind, name=name, qualname=prefix + name, node=node, outer=outer, body=body,
+            docstring=python_docstring(body) if syntax.docstrings else None,
+            doc_comments=() if syntax.docstrings else doc_comments(outer, syntax, source),
+            parent=parent)
+        out.append(d)
+        stack.append(d)
     return out
