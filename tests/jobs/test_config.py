@@ -32,11 +32,18 @@ def test_curation_flags_become_overrides():
                                               "'keep' or 'drop'"),
         ("filter.params.min_lines=many", "filter.params.min_lines: Input should be a valid integer"),
         ("bogus=1", "bogus: unknown key; allowed keys here: dedup, filter, ingest, lakehouse, spark, "
-                    "stages"),
+                    "split, stages"),
         ("ingest.sources=[{kind: tree, path: x, depth: 1}]",
          "ingest.sources.0.depth: unknown key; allowed keys here: kind, layout, path"),
         ("filter.params.rules=[lines, vibes]", "filter.params.rules: unknown rule(s) vibes"),
-        ("stages=[ingest, dedupe]", "stages.1: Input should be 'ingest', 'filter' or 'dedup'"),
+        ("stages=[ingest, dedupe]", "stages.1: Input should be 'ingest', 'filter', 'dedup' or "
+                                    "'split'"),
+        ("split.params.fim_rate=2", "split.params: Value error, fim_rate: must be in [0, 1]"),
+        ("split.params.tasks=[fim, summarize]", "tasks: unknown ['summarize']; allowed: "
+                                                "function_completion, class_completion"),
+        ("split.params.max_depth=3", "split.params.max_depth: unknown key; allowed keys here: "
+                                     "fallback_samples"),
+        ("split.repo_fim_rate=1.5", "split.repo_fim_rate: Input should be less than or equal to 1"),
     ],
 )
 def test_bad_config_names_the_key(override, message):
