@@ -52,12 +52,22 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _chat_line(row: dict) -> dict:
+    """A gold.sft row as the seed's JSONL record: ``{"messages": [...]}``."""
+    from udfs.chatml import clean_messages
+
+    return {"messages": clean_messages(row["messages"])}
+
+
 def export_table(root: str, table: str, fmt: Literal["jsonl", "parquet"], out: str | Path,
-                 version: int | None = None, rows_per_file: int = 100_000) -> dict:
+                 version: int | None = None, rows_per_file: int = 100_000,
+                 split: str | None = None) -> dict:
     """Write ``table`` at ``version`` (default: latest) as JSONL or Parquet shards under ``out``.
 
     Writes ``manifest.json`` beside the shards: table, path, Delta version, format, total rows and
-    each shard's rows, bytes and SHA-256. Returns the manifest.
+    each shard's rows, bytes and SHA-256. Returns the manifest. gold.sft in JSONL is written as
+    ``{"messages": [...]}`` per line (the chat format of ../shared/seeds/001 and 003); ``split``
+    keeps only that split of gold.sft.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -67,6 +77,9 @@ def export_table(root: str, table: str, fmt: Literal["jsonl", "parquet"], out: s
     if not DeltaTable.is_deltatable(path):
         raise FileNotFoundError(f"no Delta table {table} at {path}")
     dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
+    chat = table == "gold.sft" and fmt == "jsonl"
+    if split is not None and table != "gold.sft":
+        raise ValueError("--split applies to gold.sft only")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shards: list[dict] = []
@@ -84,6 +97,9 @@ def export_table(root: str, table: str, fmt: Literal["jsonl", "parquet"], out: s
             maps = [f.name for f in tbl.schema if pa.types.is_map(f.type)]
             with shard.open("w", encoding="utf-8") as f:
                 for row in tbl.to_pylist():
+                    if chat:
+                        f.write(json.dumps(_chat_line(row), ensure_ascii=False) + "\n")
+                        continue
                     for name in maps:
                         if row[name] is not None:
                             row[name] = dict(row[name])
@@ -93,7 +109,12 @@ def export_table(root: str, table: str, fmt: Literal["jsonl", "parquet"], out: s
 
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
-    for batch in dt.to_pyarrow_dataset().to_batches():
+    import pyarrow.dataset as ds
+
+    dataset = dt.to_pyarrow_dataset()
+    batches = dataset.to_batches(filter=ds.field("split") == split) if split else \
+        dataset.to_batches()
+    for batch in batches:
         pending.append(batch)
         pending_rows += batch.num_rows
         if pending_rows >= rows_per_file:
@@ -102,6 +123,7 @@ def export_table(root: str, table: str, fmt: Literal["jsonl", "parquet"], out: s
     flush(pending)
     manifest = {
         "table": table, "path": path, "delta_version": dt.version(), "format": fmt,
+        "split": split, "record_format": "chat messages" if chat else "table rows",
         "rows": sum(s["rows"] for s in shards), "files": shards,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

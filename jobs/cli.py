@@ -113,8 +113,13 @@ def export(table: Annotated[str, typer.Argument(help="layer.table, e.g. silver.f
            out: Annotated[str, typer.Option("--out", help="output folder")] = "exports",
            version: Annotated[Optional[int], typer.Option(help="Delta version (default latest)")] = None,
            lakehouse: Annotated[Optional[str], typer.Option(help="lakehouse root")] = None,
+           split: Annotated[Optional[str], typer.Option(
+               help="gold.sft only: export just this split (train or eval)")] = None,
            config: ConfigOpt = None, env: EnvOpt = "local") -> None:
-    """Export a table at a Delta version to JSONL or Parquet shards with a manifest."""
+    """Export a table at a Delta version to JSONL or Parquet shards with a manifest.
+
+    gold.sft as JSONL is written in the chat format trainers read: one {"messages": [...]} per
+    line (tool_calls only where present)."""
     from jobs.catalog import export_table
 
     if format not in ("jsonl", "parquet"):
@@ -122,8 +127,8 @@ def export(table: Annotated[str, typer.Argument(help="layer.table, e.g. silver.f
         raise typer.Exit(2)
     root = lakehouse or _config(config, env, []).lakehouse
     try:
-        m = export_table(root, table, format, out, version=version)
-    except FileNotFoundError as exc:
+        m = export_table(root, table, format, out, version=version, split=split)
+    except (FileNotFoundError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     console.print(f"{table}@{m['delta_version']}: {m['rows']:,} rows in {len(m['files'])} "

@@ -157,17 +157,51 @@ class SplitSettings(_Strict):
     repo_context_bytes: int = Field(16384, ge=0)
 
 
-StageName = Literal["ingest", "filter", "dedup", "split"]
+SFT_AUGMENTATIONS = ("add_comments", "refactor", "debug", "type_hints", "implement_from_spec",
+                     "explain", "write_tests")
+
+
+class SftSettings(_Strict):
+    """SFT table (``jobs.build_sft``; records, augmentations and the quality score in ``udfs.sft``).
+
+    templates: instruction templates YAML (``udfs.instructions`` checks it at config load).
+    augmentations: which extra task types to make (all by default).
+    max_per_language: keep at most this many samples per language, the highest quality first
+        (None: no cap); language_caps: per-language caps that override it.
+    eval_fraction: share of groups (``split_by``) that go to the eval split, by a hash of the group.
+    tokenizer: HF tokenizer name or path for token counts (None: counts are left null);
+        max_length: the training sequence length; longer records are marked truncated.
+    """
+
+    templates: str = "conf/sft_templates.yaml"
+    augmentations: tuple[Literal["add_comments", "refactor", "debug", "type_hints",
+                                 "implement_from_spec", "explain", "write_tests"], ...] = (
+        SFT_AUGMENTATIONS)
+    max_per_language: int | None = Field(None, ge=1)
+    language_caps: dict[str, int] = Field(default_factory=dict)
+    eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    split_by: Literal["repo", "file_id", "path"] = "repo"
+    split_seed: str = "codemill"
+    tokenizer: str | None = None
+    max_length: int = Field(4096, ge=16)
+
+    def templates_path(self) -> Path:
+        path = Path(self.templates)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
+StageName = Literal["ingest", "filter", "dedup", "split", "build_sft"]
 
 
 class PipelineConfig(_Strict):
     lakehouse: str = "lakehouse"  # root folder or URI of the Delta tables and run folders
-    stages: tuple[StageName, ...] = ("ingest", "filter", "dedup", "split")
+    stages: tuple[StageName, ...] = ("ingest", "filter", "dedup", "split", "build_sft")
     spark: SparkSettings = SparkSettings()
     ingest: IngestSettings = IngestSettings()
     filter: FilterSettings = FilterSettings()
     dedup: DedupSettings = DedupSettings()
     split: SplitSettings = SplitSettings()
+    sft: SftSettings = SftSettings()
 
     def config_hash(self) -> str:
         """First 16 hex chars of SHA-256 over the canonical JSON of the config."""
@@ -275,6 +309,14 @@ def load_config(
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors())) from None
+    from udfs.instructions import TemplateError, Templates
+
+    try:
+        Templates.load(cfg.sft.templates_path())
+    except FileNotFoundError:
+        raise ConfigError(f"sft.templates: file not found: {cfg.sft.templates_path()}") from None
+    except TemplateError as exc:
+        raise ConfigError(f"sft.templates: {exc}") from None
     unknown_rules = [r for r in cfg.filter.params.rules if r not in RULES]
     if unknown_rules:
         raise ConfigError(

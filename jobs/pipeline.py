@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from jobs import dedup, ingest, split
+from jobs import build_sft, dedup, ingest, split
 from jobs import filter as filter_stage
 from jobs.config import ConfigError, PipelineConfig, TreeSource, load_config
 from jobs.lakehouse import Lakehouse, StageReport, append_ledger, spark_session
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 # Stages in pipeline order. Decontamination registers here (between dedup and split) when it exists.
 STAGES: dict[str, Stage] = {
-    s.name: s for s in (ingest.STAGE, filter_stage.STAGE, dedup.STAGE, split.STAGE)}
+    s.name: s for s in (ingest.STAGE, filter_stage.STAGE, dedup.STAGE, split.STAGE,
+                        build_sft.STAGE)}
 
 
 @dataclass
@@ -71,6 +72,11 @@ def preflight(cfg: PipelineConfig, stages: list[str]) -> None:
             if local and not Path(src.path).exists():
                 hint = " (build one with: codemill corpus)" if isinstance(src, TreeSource) else ""
                 raise ConfigError(f"ingest.sources.{i}.path: {src.path} does not exist{hint}")
+    tok = cfg.sft.tokenizer
+    if "build_sft" in stages and tok and tok.startswith((".", "/", "~")) and not Path(
+            tok).expanduser().exists():
+        raise ConfigError(f"sft.tokenizer: {tok} does not exist (a local path; hub names like "
+                          "Qwen/Qwen2.5-Coder-32B-Instruct need the model cache)")
 
 
 def _tally(result_decided: DataFrame) -> tuple[int, int, dict[str, int], int]:

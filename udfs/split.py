@@ -3,6 +3,9 @@
 Sample types (``task_type``), after the splitting plan in ../shared/seeds/002 (improvement 1) and
 the FIM recipe of ../shared/seeds/003 (``repo2fim``); every span is UTF-8 bytes ``[start, end)``:
 
+Completion and docstring samples also carry ``spans["definition"]``: the whole definition with its
+decorators / export / template wrapper (not its doc comment).
+
 ``function_completion``
     context = the file up to the function's body (imports, decorators, signature and, in Python, the
     docstring), target = the body. Python bodies start after the docstring; a body that is only a
@@ -210,7 +213,8 @@ class _Builder:
         return True
 
     def completion(self, task: str, symbol: str | None, kind: str | None, split: int,
-                   target_end: int, *, cut_target: bool = False) -> None:
+                   target_end: int, *, cut_target: bool = False,
+                   definition: tuple[int, int] | None = None) -> None:
         """Context = the file up to ``split`` (cut from the left), target = ``b[split:target_end]``.
         ``cut_target``: cut a long target at a line instead of skipping it (fallback)."""
         p, b = self.p, self.b
@@ -221,8 +225,10 @@ class _Builder:
         if not self.target_fits(task, symbol, split, target_end):
             return
         ctx_start, was_cut = _cut_left(b, 0, split, p.max_context_bytes)
-        self.add(task, symbol, kind, {"context": [ctx_start, split], "target": [split, target_end]},
-                 "context_cut" if was_cut else cut)
+        spans = {"context": [ctx_start, split], "target": [split, target_end]}
+        if definition is not None:
+            spans["definition"] = list(definition)
+        self.add(task, symbol, kind, spans, "context_cut" if was_cut else cut)
 
     def fim(self, ms: int, me: int, mode: str, symbol: str | None) -> None:
         """A FIM sample with middle ``b[ms:me]``; prefix and suffix cut to ``fim_max_bytes``."""
@@ -243,12 +249,14 @@ def _function_samples(bld: _Builder, d: Definition, python: bool) -> None:
         if not rest:
             return bld.skip("function_completion", d.qualname, "empty_body", start, body.end_byte)
         start = rest[0].start_byte
-    bld.completion("function_completion", d.qualname, d.kind, start, body.end_byte)
+    bld.completion("function_completion", d.qualname, d.kind, start, body.end_byte,
+                   definition=(d.start, d.end))
 
 
 def _class_samples(bld: _Builder, c: Definition, methods: list[Definition]) -> None:
     if len(methods) >= 2:
-        bld.completion("class_completion", c.qualname, "class", methods[0].end, c.node.end_byte)
+        bld.completion("class_completion", c.qualname, "class", methods[0].end, c.node.end_byte,
+                       definition=(c.start, c.end))
 
 
 def _docstring_samples(bld: _Builder, d: Definition) -> None:
@@ -265,7 +273,7 @@ def _docstring_samples(bld: _Builder, d: Definition) -> None:
         head = line_start - d.start
         rest_end, cut = _cut_right(b, line_end, d.end, max(limit - head, 0))
         spans = {"context": [d.start, line_start], "context_rest": [line_end, rest_end],
-                 "target": [c0, c1]}
+                 "target": [c0, c1], "definition": [d.start, d.end]}
         bld.add("docstring", d.qualname, d.kind, spans, "context_cut" if cut else None)
     elif d.doc_comments:  # the definition (which starts below its comments) → the comments
         c0, c1 = d.doc_comments[0].start_byte, d.doc_comments[-1].end_byte
@@ -274,7 +282,8 @@ def _docstring_samples(bld: _Builder, d: Definition) -> None:
         if not bld.target_fits("docstring", d.qualname, c0, c1):
             return
         end, cut = _cut_right(b, d.start, d.end, limit)
-        bld.add("docstring", d.qualname, d.kind, {"context": [d.start, end], "target": [c0, c1]},
+        bld.add("docstring", d.qualname, d.kind,
+                {"context": [d.start, end], "target": [c0, c1], "definition": [d.start, d.end]},
                 "context_cut" if cut else None)
 
 

@@ -133,7 +133,9 @@ def test_function_completion_spans_by_hand():
                and s["task_type"] == "function_completion")
     start = b.index(b"{\n\tif len(s.items) == 0")
     end = b.index(b"return v, nil\n}") + len(b"return v, nil\n}")
-    assert pop["spans"] == {"context": [0, start], "target": [start, end]}
+    definition = b.index(b"func (s *Stack) Pop()")
+    assert pop["spans"] == {"context": [0, start], "target": [start, end],
+                            "definition": [definition, end]}
     assert pop["context"].endswith("func (s *Stack) Pop() (int, error) ")
     assert pop["target"].endswith("return v, nil\n}")
 

@@ -1,0 +1,300 @@
+"""Stage ``build_sft``: gold.samples → gold.sft (+ gold.sft_skips, gold.sft_token_stats).
+
+1. Each sample, joined to its file's filter signals (silver.unique_files), becomes its SFT records
+   on the executors (``udfs.sft.build_records``: templates, ChatML messages, augmentations checked
+   by re-parsing, the quality score). A sample whose records raise is quarantined.
+2. ``write_tests``: a function is paired with a test function of the same repository (a test file —
+   ``test_*.py``, ``*_test.go``, ``*.test.ts``, ``tests/`` … — whose body calls it by name); the
+   assistant writes the test with an OpenAI-style ``write_file`` tool call. One test per function,
+   the one with the smallest sample id.
+3. **Language balance**: with ``sft.max_per_language`` / ``sft.language_caps``, each language keeps
+   its highest-quality samples (window over the language, ties by sample id); the rest are dropped
+   as ``language_cap`` with all their records.
+4. **Weight** = exp(5·(q − 0.7)), normalized to mean 1 over the table. **Split**: ``eval`` when a hash
+   of ``split_seed`` and the group (``split_by``, the repo by default) falls under
+   ``eval_fraction``, so a repo is never in both splits.
+5. **Token counts** with ``sft.tokenizer`` (loaded once per Python worker, batched per Arrow batch):
+   the conversation as the chat template renders it; ``truncated`` = longer than ``max_length``.
+   gold.sft_token_stats holds p50/p90/p99/max and the count over ``max_length`` per split and
+   language (and ``all``).
+
+The ledger counts samples: kept (≥ 1 record), dropped (``language_cap``, ``no_records``),
+quarantined; ``output_rows`` counts records. Each record names its sample, file, repo, path and the
+Delta version of gold.samples it came from.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if __name__ == "__main__" and not __package__:  # spark-submit jobs/build_sft.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs.config import PipelineConfig  # noqa: E402
+from jobs.stage import DROPPED, KEPT, QUARANTINED, Stage, StageResult, arrow_schema  # noqa: E402
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+MESSAGES = ("array<struct<role:string,content:string,tool_calls:array<struct<id:string,"
+            "type:string,function:struct<name:string,arguments:string>>>>>")
+SAMPLE_IN = ("sample_id", "file_id", "repo", "path", "language", "task_type", "split_method",
+             "symbol", "symbol_kind", "context", "target", "prefix", "middle", "suffix", "spans",
+             "cut", "parse_status")
+SIGNALS = ("alpha_fraction", "max_line_length")
+# one schema for the three kinds of rows the executor function yields
+BUILT_SCHEMA = (
+    "_kind string, sample_id string, file_id string, repo string, path string, "
+    "language string, source_task string, quality double, records long, _outcome string, "
+    "_reason string, payload string, _bytes long, sft_id string, task_type string, "
+    f"messages {MESSAGES}, reason string"
+)
+SFT_COLUMNS = ("sft_id", "sample_id", "file_id", "repo", "path", "source_version", "task_type",
+               "source_task", "language", "messages", "quality", "weight", "split",
+               "token_count", "truncated")
+TEST_FILE = (r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.(py|go)$|[^/]*Test\.java$|"
+             r"[^/]*\.(test|spec)\.[jt]sx?$)")
+TEST_NAME = r"^(test|Test|it_|should)"
+
+
+def _build(templates_path: str, augmentations: frozenset[str], payload_chars: int,
+           schema: pa.Schema):
+    import pyarrow as pa
+
+    from udfs.instructions import Templates
+    from udfs.records import preview
+    from udfs.sft import build_records
+
+    templates = Templates.load(templates_path)
+    names = schema.names
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            out: dict[str, list] = {n: [] for n in names}
+
+            def emit(out=out, **row):
+                for n in names:
+                    out[n].append(row.get(n))
+
+            for s in batch.to_pylist():
+                s["spans"] = dict(s["spans"] or [])
+                base = {k: s[k] for k in ("sample_id", "file_id", "repo", "path", "language")}
+                base["_bytes"] = len((s.get("target") or s.get("middle") or "").encode())
+                try:
+                    records, skips = build_records(
+                        s, templates, {k: s.get(k) for k in SIGNALS}, augmentations)
+                except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the job
+                    emit(**base, _kind="sample", _outcome=QUARANTINED, records=0,
+                         _reason=f"sft_error: {type(exc).__name__}: {exc}",
+                         payload=preview(s.get("target") or s.get("middle"), payload_chars))
+                    continue
+                quality = records[0]["quality"] if records else None
+                emit(**base, _kind="sample", source_task=s["task_type"], quality=quality,
+                     records=len(records), _outcome=KEPT if records else DROPPED,
+                     _reason=None if records else "no_records")
+                for r in records:
+                    emit(**{**base, "_bytes": None}, _kind="record", source_task=s["task_type"], sft_id=r["sft_id"],
+                         task_type=r["task_type"], messages=r["messages"], quality=r["quality"])
+                for k in skips:
+                    emit(**{**base, "_bytes": None}, _kind="skip", source_task=s["task_type"],
+                         task_type=k["task_type"], reason=k["reason"])
+            yield pa.RecordBatch.from_pydict(out, schema=schema)
+
+    return run
+
+
+def _write_tests(samples: DataFrame, cfg: PipelineConfig, schema_ddl: str) -> DataFrame:
+    """``write_tests`` records: (function, a test in its repo that calls it), rendered on executors."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    fn = samples.where(F.col("task_type") == "function_completion")
+    short = F.regexp_extract("symbol", r"([^.]+)$", 1)
+    is_test = F.col("path").rlike(TEST_FILE) & short.rlike(TEST_NAME)
+    tests = (fn.where(is_test)
+             .select(F.col("repo"), F.col("sample_id").alias("test_id"),
+                     F.col("path").alias("test_path"), F.col("context").alias("t_context"),
+                     F.col("target").alias("t_target"), F.col("spans").alias("t_spans"),
+                     F.explode(F.array_distinct(F.regexp_extract_all(
+                         "target", F.lit(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\("), F.lit(1))))
+                     .alias("called")))
+    targets = fn.where(~is_test).withColumn("called", short)
+    pairs = (targets.join(tests, ["repo", "called"])
+             .withColumn("_n", F.row_number().over(
+                 Window.partitionBy("sample_id").orderBy("test_id")))
+             .where("_n = 1").drop("_n", "called"))
+    templates_path = str(cfg.sft.templates_path())
+    schema = arrow_schema(schema_ddl)
+
+    def run(batches):
+        import pyarrow as pa
+
+        from udfs.instructions import Templates
+        from udfs.sft import definition_of, quality_score, tool_call_record
+
+        templates = Templates.load(templates_path)
+        for batch in batches:
+            rows = []
+            for p in batch.to_pylist():
+                p["spans"] = dict(p["spans"] or [])
+                test = definition_of({"context": p["t_context"], "target": p["t_target"],
+                                      "spans": dict(p["t_spans"] or [])})
+                if test is None:
+                    continue
+                q, _ = quality_score({k: p.get(k) for k in SIGNALS} | {
+                    "target": p["target"], "language": p["language"],
+                    "parse_status": p["parse_status"], "split_method": p["split_method"],
+                    "cut": p["cut"], "documented": False})
+                r = tool_call_record(p, test[0], p["test_path"], templates, q)
+                rows.append({"_kind": "record", "sample_id": p["sample_id"],
+                             "file_id": p["file_id"], "repo": p["repo"], "path": p["path"],
+                             "language": p["language"], "source_task": p["task_type"],
+                             "sft_id": r["sft_id"], "task_type": "write_tests",
+                             "messages": r["messages"], "quality": r["quality"]})
+            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+    return pairs.mapInArrow(run, schema_ddl)
+
+
+def _count_tokens(tokenizer: str, max_length: int, schema: pa.Schema):
+    import pyarrow as pa
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from udfs.chatml import count_tokens, load_tokenizer
+
+        tok = load_tokenizer(tokenizer)
+        for batch in batches:
+            convs = batch.column("messages").to_pylist()
+            counts = count_tokens(tok, convs)
+            batch = batch.append_column("token_count", pa.array(counts, pa.int64()))
+            batch = batch.append_column(
+                "truncated", pa.array([c > max_length for c in counts], pa.bool_()))
+            yield batch.select(schema.names)
+
+    return run
+
+
+def token_stats(sft: DataFrame) -> DataFrame:
+    """p50/p90/p99/max token counts and rows over max length, per split × language and overall."""
+    from pyspark.sql import functions as F
+
+    def agg(df, split, language):
+        return df.groupBy(split.alias("split"), language.alias("language")).agg(
+            F.count(F.lit(1)).alias("records"),
+            F.expr("percentile(token_count, 0.5)").alias("p50"),
+            F.expr("percentile(token_count, 0.9)").alias("p90"),
+            F.expr("percentile(token_count, 0.99)").alias("p99"),
+            F.max("token_count").alias("max"),
+            F.sum(F.col("truncated").cast("long")).alias("over_max_length"))
+
+    return (agg(sft, F.col("split"), F.col("language"))
+            .unionByName(agg(sft, F.col("split"), F.lit("all")))
+            .unionByName(agg(sft, F.lit("all"), F.lit("all"))))
+
+
+def _source_version(spark: SparkSession, cfg: PipelineConfig) -> int | None:
+    from jobs.lakehouse import Lakehouse
+
+    lake = Lakehouse(spark, cfg.lakehouse)
+    return lake.version("gold.samples") if lake.exists("gold.samples") else None
+
+
+def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]) -> StageResult:
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    settings = cfg.sft
+    samples = inputs["gold.samples"].select(*SAMPLE_IN)
+    signals = inputs["silver.unique_files"].select(F.col("id").alias("file_id"), *SIGNALS)
+    joined = samples.join(signals, "file_id", "left")
+    augs = frozenset(settings.augmentations)
+    built = joined.mapInArrow(
+        _build(str(settings.templates_path()), augs, cfg.ingest.quarantine_payload_chars,
+               arrow_schema(BUILT_SCHEMA)), BUILT_SCHEMA)
+    if "write_tests" in augs:
+        built = built.unionByName(_write_tests(joined, cfg, BUILT_SCHEMA))
+    built = built.persist(StorageLevel.MEMORY_AND_DISK)
+
+    decided = built.where(F.col("_kind") == "sample").drop("messages")
+    caps = settings.language_caps
+    if settings.max_per_language is not None or caps:
+        default = settings.max_per_language
+        cap = F.lit(default).cast("long") if default is not None else F.lit(None).cast("long")
+        for lang, n in caps.items():
+            cap = F.when(F.col("language") == lang, F.lit(n)).otherwise(cap)
+        rank = F.row_number().over(Window.partitionBy("language").orderBy(
+            F.col("quality").desc(), "sample_id"))
+        kept = F.col("_outcome") == KEPT
+        over = kept & cap.isNotNull() & (F.when(kept, rank) > cap)
+        decided = (decided.withColumn("_over", over)
+                   .withColumn("_outcome", F.when(F.col("_over"), DROPPED)
+                               .otherwise(F.col("_outcome")))
+                   .withColumn("_reason", F.when(F.col("_over"), "language_cap")
+                               .otherwise(F.col("_reason")))
+                   .drop("_over"))
+    decided = decided.persist(StorageLevel.MEMORY_AND_DISK)
+    keep_ids = decided.where(F.col("_outcome") == KEPT).select("sample_id")
+    records = built.where(F.col("_kind") == "record").join(keep_ids, "sample_id", "left_semi")
+
+    raw = F.exp(5 * (F.col("quality") - 0.7))
+    # the mean in exact decimal arithmetic: a double sum depends on partition order, and reruns
+    # must write identical weights
+    mean_raw = float(records.agg(F.avg(raw.cast("decimal(38,18)"))).first()[0] or 1.0)
+    bucket = F.conv(F.substring(F.sha2(F.concat_ws("\0", F.lit(settings.split_seed),
+                                                   F.col(settings.split_by)), 256), 1, 8),
+                    16, 10).cast("double") / float(0x100000000)
+    sft = records.select(
+        "sft_id", "sample_id", "file_id", "repo", "path",
+        F.lit(_source_version(spark, cfg)).cast("long").alias("source_version"),
+        "task_type", "source_task", "language", F.col("messages").cast(MESSAGES),
+        "quality", (raw / F.lit(mean_raw)).alias("weight"),
+        F.when(bucket < settings.eval_fraction, "eval").otherwise("train").alias("split"))
+    if settings.tokenizer:
+        ddl = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in sft.schema.fields)
+        ddl += ", token_count long, truncated boolean"
+        sft = sft.mapInArrow(_count_tokens(settings.tokenizer, settings.max_length,
+                                           arrow_schema(ddl)), ddl)
+    else:
+        sft = sft.withColumn("token_count", F.lit(None).cast("long")).withColumn(
+            "truncated", F.lit(None).cast("boolean"))
+    sft = sft.select(*SFT_COLUMNS).persist(StorageLevel.MEMORY_AND_DISK)
+    skips = built.where(F.col("_kind") == "skip").select(
+        "sample_id", "file_id", "repo", "path", "language", "source_task", "task_type", "reason")
+    extra = {"gold.sft_skips": skips}
+    if settings.tokenizer:
+        extra["gold.sft_token_stats"] = token_stats(sft)
+    quarantined = F.col("_outcome") == QUARANTINED
+    decided = decided.select(
+        "sample_id", F.col("file_id").alias("id"), "repo", "path", "language", "_outcome",
+        "_reason", "_bytes",
+        F.when(quarantined, F.lit("gold.samples")).alias("source_kind"),
+        F.when(quarantined, F.col("sample_id")).alias("source"), "payload",
+        F.to_json(F.struct("source_task", "quality")).alias("detail"))
+    return StageResult(
+        input_rows=samples.select(F.coalesce(F.octet_length("target"), F.octet_length("middle"),
+                                             F.lit(0)).cast("long").alias("_bytes")),
+        decided=decided, kept_columns=(), output=sft, persisted=[built, decided, sft],
+        extra_outputs=extra)
+
+
+STAGE = Stage(
+    name="build_sft", inputs=("gold.samples", "silver.unique_files"), output="gold.sft",
+    build=build,
+    description="instruction templates, augmentation, quality weights, balance, split, tokens",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.pipeline import stage_main
+
+    return stage_main("build_sft", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,298 @@
+"""From one gold.samples row to its SFT records: ChatML messages, augmentations, quality score.
+
+Tasks made from each sample task type (instruction templates: ``udfs.instructions``):
+
+=====================  ==============================================================================
+sample task            SFT records
+=====================  ==============================================================================
+function_completion    ``function_completion`` (file up to the body → body); from the definition:
+                       ``add_comments`` (comments stripped → original), ``refactor`` (locals renamed
+                       ``var_0``… → original), ``debug`` (one operator swapped → original),
+                       ``type_hints`` (Python, annotations stripped → original),
+                       ``implement_from_spec`` (when documented: name, parameters and the first
+                       sentence of its docs → the definition)
+class_completion       ``class_completion``
+docstring              ``docstring`` (code → its docs) and ``explain`` (code → the docs' prose)
+fim, fim_repo          ``fim`` as chat: the file with ``<FILL_ME>`` at the middle → the middle
+line_completion        ``line_completion``
+=====================  ==============================================================================
+
+``write_tests`` records pair a function with a test of its repository that calls it; they need
+two samples at once and are built in ``jobs.build_sft``, rendered by ``tool_call_record`` as an
+OpenAI-style ``write_file`` tool call.
+
+An augmentation whose result does not parse is not emitted; it is returned as a skip with reason
+``augment_unparseable`` (or ``definition_unparseable`` when the definition cut from its file does
+not parse on its own; nothing to change is not a skip). Code answers are fenced Markdown blocks; prose answers (explain) are plain.
+
+**Quality score** q ∈ [0, 1], a weighted mean of signals (weights in ``QUALITY_WEIGHTS``):
+
+* ``alpha`` — the filter's alphabetic fraction, 0 at the filter's floor 0.25, 1 from 0.75 up;
+* ``lines`` — longest line: 1 up to 100 characters (StarCoder2's average-line limit), 0 at 1,000;
+* ``docs`` — 1 if the sample's symbol is documented (docstring or doc comment), else 0;
+* ``comments`` — share of comment lines in the target, full marks from 10 % up;
+* ``length`` — target lines: 1 for 3–60 lines, 0.5 for 1–2, falling linearly to 0.3 at 300;
+* ``parse`` — 1 for a clean tree, 0.6 for a tree with errors elsewhere, 0.3 for fallback splits;
+
+times 0.9 when the sample was cut. **Weight** = exp(5·(q − 0.7)) (seed 002, improvement 5, and
+the issue): q 0.7 → 1.0, 0.9 → 2.7, 1.0 → 4.5. (The seed's comments list 0.9 → 7.4 and 1.0 → 20.1,
+which is exp(10·(q − 0.7)); its code, which we follow, says 5.) ``jobs.build_sft`` then normalizes
+weights to mean 1 over the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from typing import Any
+
+from udfs.augment import (
+    Unparseable,
+    dedent_definition,
+    inject_bug,
+    rename_locals,
+    strip_comments,
+    strip_type_hints,
+)
+from udfs.instructions import FILL_MARK, LANGUAGE_NAMES, Templates, code_block, doc_text, purpose
+from udfs.syntax import grammar_name
+
+QUALITY_WEIGHTS = {"alpha": 0.25, "lines": 0.15, "docs": 0.2, "comments": 0.15, "length": 0.1,
+                   "parse": 0.15}
+_PY_DOC = re.compile(r'^\s*[rRuUbB]?("""|\'\'\'|"|\')', re.S)
+_DOC_COMMENT_TAIL = re.compile(r"(/\*\*(?:(?!\*/).)*\*/|(?:[ \t]*///?[^\n]*\n)+)\s*$", re.S)
+
+
+def _clip(x: float) -> float:
+    return max(0.0, min(1.0, x))
+
+
+def comment_fraction(code: str, language: str | None) -> float:
+    lines = [ln.strip() for ln in code.splitlines() if ln.strip()]
+    if not lines:
+        return 0.0
+    marks = ("#",) if language == "python" else ("//", "/*", "*")
+    return sum(ln.startswith(marks) for ln in lines) / len(lines)
+
+
+def quality_score(signals: dict[str, Any]) -> tuple[float, dict[str, float]]:
+    """(q, parts) from a sample's signals; see the module docstring."""
+    alpha = signals.get("alpha_fraction")
+    longest = signals.get("max_line_length")
+    target = signals.get("target") or ""
+    n = target.count("\n") + 1 if target else 0
+    parts = {
+        "alpha": 0.5 if alpha is None else _clip((alpha - 0.25) / 0.5),
+        "lines": 0.5 if longest is None else _clip(1 - (longest - 100) / 900),
+        "docs": 1.0 if signals.get("documented") else 0.0,
+        "comments": _clip(comment_fraction(target, signals.get("language")) / 0.1),
+        "length": (1.0 if 3 <= n <= 60 else 0.5 if n < 3
+                   else max(0.3, 1 - 0.7 * (n - 60) / 240)),
+        "parse": (0.3 if signals.get("split_method") == "fallback"
+                  else 1.0 if signals.get("parse_status") == "ok" else 0.6),
+    }
+    q = sum(QUALITY_WEIGHTS[k] * v for k, v in parts.items())
+    if signals.get("cut"):
+        q *= 0.9
+    return round(q, 6), parts
+
+
+def raw_weight(q: float) -> float:
+    return math.exp(5 * (q - 0.7))
+
+
+def _span(spans: dict, name: str) -> tuple[int, int] | None:
+    v = spans.get(name)
+    return (int(v[0]), int(v[1])) if v is not None else None
+
+
+def definition_of(sample: dict[str, Any]) -> tuple[str, str] | None:
+    """(definition code dedented, text before it in the file) for completion samples whose context
+    reaches back to the definition's start; None otherwise."""
+    spans = sample.get("spans") or {}
+    ctx, tgt, dfn = _span(spans, "context"), _span(spans, "target"), _span(spans, "definition")
+    if None in (ctx, tgt, dfn) or dfn[0] < ctx[0] or dfn[1] > tgt[1]:
+        return None
+    full = ((sample.get("context") or "") + (sample.get("target") or "")).encode()
+    start, end = dfn[0] - ctx[0], dfn[1] - ctx[0]
+    line_start = full.rfind(b"\n", 0, start) + 1
+    before = full[:start].decode("utf-8")
+    code = dedent_definition(full[start:end].decode("utf-8"),
+                             full[line_start:start].decode("utf-8"))
+    return code, before
+
+
+def definition_docs(code: str, before: str, language: str | None) -> str | None:
+    """The definition's docstring (Python) or the doc comment right above it."""
+    if language == "python":
+        body = code.split(":", 1)[1] if ":" in code else ""
+        # first statement of the body, if it is a string literal
+        m = re.search(r'\n\s*([rRuUbB]?(?:"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"[^"\n]*"|\'[^\'\n]*\'))',
+                      body)
+        head = body[:m.start()] if m else ""
+        return m.group(1) if m and not head.strip() else None
+    m = _DOC_COMMENT_TAIL.search(before)
+    if not m:
+        return None
+    text = m.group(1).strip()
+    return text if text.startswith(("/**", "///", "//")) else None
+
+
+def meta_of(sample: dict[str, Any], docs: str | None = None) -> dict[str, str]:
+    symbol = sample.get("symbol") or ""
+    return {"language": LANGUAGE_NAMES.get(sample.get("language") or "", sample.get("language")),
+            "name": symbol.rsplit(".", 1)[-1], "qualname": symbol,
+            "kind": sample.get("symbol_kind") or "", "path": sample.get("path") or "",
+            "purpose": purpose(docs) or "", "params": ""}
+
+
+def _params(code: str, name: str) -> str:
+    """The parameter list as written: the balanced (...) right after the name in the signature."""
+    m = re.search(rf"\b{re.escape(name)}\s*(<[^>(]*>)?\s*\(", code) if name else None
+    if m is None:
+        return ""
+    start, depth = m.end() - 1, 0
+    for i in range(start, min(len(code), start + 2000)):
+        depth += {"(": 1, ")": -1}.get(code[i], 0)
+        if depth == 0:
+            return " ".join(code[start:i + 1].split())
+    return ""
+
+
+def record_id(sample_id: str, task: str) -> str:
+    return hashlib.sha256(f"{sample_id}\0{task}".encode()).hexdigest()[:32]
+
+
+def chat(system: str, user: str, assistant: str,
+         tool_calls: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """ChatML messages: system, user, assistant (with OpenAI-style tool calls when given)."""
+    msgs = [{"role": "system", "content": system, "tool_calls": None},
+            {"role": "user", "content": user, "tool_calls": None},
+            {"role": "assistant", "content": assistant, "tool_calls": tool_calls}]
+    return msgs if system else msgs[1:]
+
+
+def validate_tool_calls(calls: list[dict[str, Any]]) -> None:
+    """Raise ValueError unless every call is ``{id, type: function, function: {name, arguments}}``
+    with ``arguments`` a JSON object encoded as a string (OpenAI's format)."""
+    for i, call in enumerate(calls):
+        if not isinstance(call, dict) or set(call) != {"id", "type", "function"}:
+            raise ValueError(f"tool_calls[{i}]: keys must be id, type, function")
+        if call["type"] != "function" or not call["id"]:
+            raise ValueError(f"tool_calls[{i}]: type must be 'function' with a non-empty id")
+        fn = call["function"]
+        if not isinstance(fn, dict) or set(fn) != {"name", "arguments"} or not fn["name"]:
+            raise ValueError(f"tool_calls[{i}].function: needs name and arguments")
+        try:
+            args = json.loads(fn["arguments"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"tool_calls[{i}].function.arguments: not JSON: {exc}") from None
+        if not isinstance(args, dict):
+            raise ValueError(f"tool_calls[{i}].function.arguments: must encode a JSON object")
+
+
+AUGMENTATIONS = frozenset({"add_comments", "refactor", "debug", "type_hints",
+                           "implement_from_spec", "explain", "write_tests"})
+
+
+def build_records(sample: dict[str, Any], templates: Templates,
+                  signals: dict[str, Any] | None = None,
+                  augmentations: frozenset[str] = AUGMENTATIONS) -> tuple[list[dict], list[dict]]:
+    """(records, skips) for one sample. A record: sft_id, task_type, messages, quality,
+    quality_parts. ``augmentations``: the extra task types to make."""
+    signals = dict(signals or {})
+    task = sample["task_type"]
+    lang = sample.get("language")
+    gid = grammar_name(lang, sample.get("path") or "")
+    sid = sample["sample_id"]
+    system = templates.system_prompt
+    records: list[dict] = []
+    skips: list[dict] = []
+    found = definition_of(sample) if task in ("function_completion", "class_completion") else None
+    docs = None
+    if found is not None:
+        docs = definition_docs(found[0], found[1], lang)
+    elif task == "docstring":
+        docs = sample.get("target")
+    meta = meta_of(sample, docs)
+    if found is not None:
+        meta["params"] = _params(found[0], meta["name"])
+    q, parts = quality_score({**signals, "documented": bool(docs), "target": sample.get("target"),
+                              "language": lang, "split_method": sample.get("split_method"),
+                              "parse_status": sample.get("parse_status"),
+                              "cut": sample.get("cut")})
+
+    def add(kind: str, user_code: str | None, answer: str, prose: bool = False,
+            extra: str = "") -> None:
+        instruction = templates.render(kind, sid, meta)
+        user = instruction + extra + ("\n\n" + code_block(user_code, lang) if user_code else "")
+        assistant = answer if prose else code_block(answer, lang)
+        records.append({"sft_id": record_id(sid, kind), "task_type": kind,
+                        "messages": chat(system, user, assistant), "quality": q,
+                        "quality_parts": parts})
+
+    if task in ("function_completion", "class_completion", "line_completion"):
+        add(task, sample.get("context"), sample.get("target") or "")
+    elif task == "docstring":
+        add("docstring", sample.get("context"), sample.get("target") or "")
+        prose = doc_text(sample.get("target") or "")
+        if prose and "explain" in augmentations:
+            add("explain", sample.get("context"), prose, prose=True)
+    elif task in ("fim", "fim_repo"):
+        hole = (sample.get("prefix") or "") + FILL_MARK + (sample.get("suffix") or "")
+        add("fim", hole, sample.get("middle") or "")
+    if task == "function_completion" and found is not None and gid is not None:
+        code = found[0]
+        kind = sample.get("symbol_kind") or "function"
+        for aug, make in (("add_comments", lambda: strip_comments(code, gid, kind)),
+                          ("refactor", lambda: _first(rename_locals(code, gid, kind))),
+                          ("debug", lambda: _first(inject_bug(code, gid, sid, kind))),
+                          ("type_hints", lambda: strip_type_hints(code, gid, kind))):
+            if aug not in augmentations:
+                continue
+            out, reason = _attempt(make)
+            if out is not None:
+                add(aug, out, code)
+            elif reason:
+                skips.append({"task_type": aug, "reason": reason})
+        if docs and meta["purpose"] and "implement_from_spec" in augmentations:
+            add("implement_from_spec", None, code)
+    return records, skips
+
+
+def _first(pair):
+    return pair[0] if pair else pair
+
+
+def _attempt(make) -> tuple[str | None, str | None]:
+    """Run one augmentation: (code, None), (None, None) if it had nothing to change, or
+    (None, reason) if it failed."""
+    try:
+        out = make()
+    except Unparseable as exc:
+        return None, exc.reason
+    except Exception as exc:  # noqa: BLE001 - an augmentation must not lose the sample
+        return None, f"augment_error: {type(exc).__name__}"
+    return out, None
+
+
+def tool_call_record(function_sample: dict[str, Any], test_code: str, test_path: str,
+                     templates: Templates, quality: float) -> dict[str, Any]:
+    """A ``write_tests`` record: the assistant writes the test through a ``write_file`` call."""
+    meta = meta_of(function_sample)
+    found = definition_of(function_sample)
+    code = found[0] if found else (function_sample.get("context") or "")[-2000:]
+    sid = function_sample["sample_id"]
+    call_id = "call_" + record_id(sid, "write_tests")[:12]
+    calls = [{"id": call_id, "type": "function",
+              "function": {"name": "write_file",
+                           "arguments": json.dumps({"path": test_path, "content": test_code},
+                                                   ensure_ascii=False)}}]
+    validate_tool_calls(calls)
+    user = templates.render("write_tests", sid, meta) + "\n\n" + code_block(
+        code, function_sample.get("language"))
+    answer = f"I'll add the test to `{test_path}`."
+    return {"sft_id": record_id(sid, "write_tests"), "task_type": "write_tests",
+            "messages": chat(templates.system_prompt, user, answer, calls), "quality": quality}
