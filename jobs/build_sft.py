@@ -34,7 +34,15 @@ if __name__ == "__main__" and not __package__:  # spark-submit jobs/build_sft.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.config import PipelineConfig  # noqa: E402
-from jobs.stage import DROPPED, KEPT, QUARANTINED, Stage, StageResult, arrow_schema  # noqa: E402
+from jobs.stage import (  # noqa: E402
+    DROPPED,
+    KEPT,
+    QUARANTINED,
+    RowBuffer,
+    Stage,
+    StageResult,
+    arrow_schema,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -63,22 +71,16 @@ TEST_NAME = r"^(test|Test|it_|should)"
 
 def _build(templates_path: str, augmentations: frozenset[str], payload_chars: int,
            schema: pa.Schema):
-    import pyarrow as pa
 
     from udfs.instructions import Templates
     from udfs.records import preview
     from udfs.sft import build_records
 
     templates = Templates.load(templates_path)
-    names = schema.names
-
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            out: dict[str, list] = {n: [] for n in names}
-
-            def emit(out=out, **row):
-                for n in names:
-                    out[n].append(row.get(n))
+            buf = RowBuffer(schema)
+            emit = buf.emit
 
             for s in batch.to_pylist():
                 s["spans"] = dict(s["spans"] or [])
@@ -102,7 +104,7 @@ def _build(templates_path: str, augmentations: frozenset[str], payload_chars: in
                 for k in skips:
                     emit(**{**base, "_bytes": None}, _kind="skip", source_task=s["task_type"],
                          task_type=k["task_type"], reason=k["reason"])
-            yield pa.RecordBatch.from_pydict(out, schema=schema)
+            yield buf.batch()
 
     return run
 

@@ -18,7 +18,9 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     stages = Table(title=title)
     for col in ("stage", "rows in", "kept", "dropped", "quarantined", "rows written", "MB in",
                 "MB out", "seconds"):
-        stages.add_column(col, justify="left" if col == "stage" else "right")
+        # stage names never wrap: a narrow terminal squeezes the numbers' headers instead
+        stages.add_column(col, justify="left" if col == "stage" else "right",
+                          no_wrap=col == "stage", min_width=9 if col == "stage" else None)
     for r in result.reports:
         stages.add_row(r.stage, f"{r.rows_in:,}", f"{r.rows_out:,}", f"{r.rows_dropped:,}",
                        f"{r.rows_quarantined:,}",

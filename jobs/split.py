@@ -29,7 +29,15 @@ if __name__ == "__main__" and not __package__:  # spark-submit jobs/split.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.config import PipelineConfig, SplitSettings  # noqa: E402
-from jobs.stage import DROPPED, KEPT, QUARANTINED, Stage, StageResult, arrow_schema  # noqa: E402
+from jobs.stage import (  # noqa: E402
+    DROPPED,
+    KEPT,
+    QUARANTINED,
+    RowBuffer,
+    Stage,
+    StageResult,
+    arrow_schema,
+)
 from udfs.records import preview  # noqa: E402
 from udfs.split import SplitParams, split_file  # noqa: E402
 
@@ -65,17 +73,11 @@ def _columns(ddl: str) -> list[str]:
 def _split_batches(params: SplitParams, payload_chars: int, schema: pa.Schema):
     """mapInArrow function: file rows → one ``file`` row each, plus its ``sample`` and ``skip``
     rows."""
-    import pyarrow as pa
-
-    names = schema.names
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            out: dict[str, list] = {n: [] for n in names}
-
-            def emit(out=out, **row):
-                for n in names:
-                    out[n].append(row.get(n))
+            buf = RowBuffer(schema)
+            emit = buf.emit
 
             for f in batch.to_pylist():
                 base = {"id": f["id"], "repo": f["repo"], "path": f["path"],
@@ -103,7 +105,7 @@ def _split_batches(params: SplitParams, payload_chars: int, schema: pa.Schema):
                 for k in res.skipped:
                     emit(**base, _kind="skip", task_type=k["task_type"], symbol=k["symbol"],
                          reason=k["reason"], span_start=k["start"], span_end=k["end"])
-            yield pa.RecordBatch.from_pydict(out, schema=schema)
+            yield buf.batch()
 
     return run
 

@@ -64,6 +64,24 @@ def arrow_schema(ddl: str):
     return to_arrow_schema(_parse_datatype_string(ddl))
 
 
+class RowBuffer:
+    """Rows of one Arrow batch with a fixed schema, added by keyword (missing columns are null).
+    For mapInArrow functions that yield several kinds of rows in one schema."""
+
+    def __init__(self, schema):
+        self.schema = schema
+        self.columns: dict[str, list] = {n: [] for n in schema.names}
+
+    def emit(self, **row) -> None:
+        for name, column in self.columns.items():
+            column.append(row.get(name))
+
+    def batch(self):
+        import pyarrow as pa
+
+        return pa.RecordBatch.from_pydict(self.columns, schema=self.schema)
+
+
 def rejects_of(stage: str, decided: DataFrame) -> DataFrame:
     """Dropped rows in silver.rejects' schema (columns a stage lacks are null)."""
     from pyspark.sql import functions as F

@@ -97,3 +97,25 @@ if lake.exists("gold.samples"):
             print((row.context or "")[-400:], "⟨target⟩", (row.target or "")[:400], sep="")
     skips, _ = lake.read("gold.sample_skips")
     skips.groupBy("task_type", "reason").count().orderBy(F.col("count").desc()).show()
+
+# COMMAND ----------
+
+# MAGIC %md ## The SFT table: tasks, quality and weights, splits, one conversation
+
+# COMMAND ----------
+
+if lake.exists("gold.sft"):
+    from pyspark.sql import functions as F
+
+    sft, version = lake.read("gold.sft")
+    print(f"gold.sft @ version {version}")
+    sft.groupBy("task_type").agg(F.count("*").alias("records"),
+                                 F.round(F.avg("quality"), 3).alias("avg_quality"),
+                                 F.round(F.avg("weight"), 3).alias("avg_weight")).show(20)
+    sft.groupBy("split").agg(F.countDistinct("repo").alias("repos"),
+                             F.count("*").alias("records")).show()
+    example = sft.where("task_type = 'refactor'").first() or sft.first()
+    for message in example.messages:
+        print(f"[{message.role}]\n{message.content[:600]}\n")
+    if lake.exists("gold.sft_token_stats"):
+        lake.read("gold.sft_token_stats")[0].orderBy("split", "language").show()

@@ -40,7 +40,7 @@ def test_run_tables_export(workdir):
             "--set", f"ingest.sources=[{{kind: tree, path: '{workdir / 'corpus'}'}}]",
             "--set", "spark.master=local[2]"]
     out = codemill("run", *sets, cwd=workdir)
-    for stage in ("ingest", "filter", "dedup", "split", "run folder:"):
+    for stage in ("ingest", "filter", "dedup", "split", "build_sft", "run folder:"):
         assert stage in out
 
     [run_dir] = (lake / "_runs").iterdir()
@@ -58,9 +58,11 @@ def test_run_tables_export(workdir):
     samples = DeltaTable(str(lake / "gold" / "samples"))
     assert by_stage["split"]["output_rows"] == samples.to_pyarrow_table(
         columns=["sample_id"]).num_rows > by_stage["split"]["rows_out"] > 0
+    assert by_stage["build_sft"]["rows_in"] == by_stage["split"]["output_rows"]
+    assert by_stage["build_sft"]["output_rows"] > by_stage["build_sft"]["rows_out"] > 0
 
     ledger = DeltaTable(str(lake / "ops" / "ledger")).to_pyarrow_table().to_pylist()
-    assert {r["stage"] for r in ledger} == {"ingest", "filter", "dedup", "split"}
+    assert {r["stage"] for r in ledger} == {"ingest", "filter", "dedup", "split", "build_sft"}
     for row in ledger:
         assert row["run_id"] == summary["run_id"]
         assert row["rows_in"] == row["rows_out"] + row["rows_dropped"] + row["rows_quarantined"]
@@ -74,8 +76,8 @@ def test_run_tables_export(workdir):
 
     listing = codemill("tables", "--lakehouse", str(lake), cwd=workdir)
     for table in ("bronze.files", "silver.files", "silver.unique_files", "silver.dup_clusters",
-                  "gold.samples", "gold.sample_skips", "silver.rejects", "ops.quarantine",
-                  "ops.ledger"):
+                  "gold.samples", "gold.sample_skips", "gold.sft", "gold.sft_skips",
+                  "silver.rejects", "ops.quarantine", "ops.ledger"):
         assert table in listing
 
     # A second run over the same input writes new versions of the same rows.
@@ -101,6 +103,12 @@ def test_run_tables_export(workdir):
     fim = next(r for r in rows if r["task_type"] == "fim")
     assert sorted(fim["spans"]) == ["middle", "prefix", "suffix"]  # a JSON object, not pairs
     assert fim["spans"]["prefix"][1] == fim["spans"]["middle"][0]
+
+    codemill("export", "gold.sft", "--format", "jsonl", "--split", "train",
+             "--out", str(workdir / "sft"), "--lakehouse", str(lake), cwd=workdir)
+    chats = [json.loads(line) for line in (workdir / "sft" / "part-00000.jsonl").open()]
+    assert chats and all(list(c) == ["messages"] for c in chats)
+    assert [m["role"] for m in chats[0]["messages"]] == ["system", "user", "assistant"]
 
 
 def test_bad_config_fails_before_spark_naming_the_key(workdir):
