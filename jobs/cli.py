@@ -7,6 +7,7 @@
     codemill tables                              # tables, Delta versions, row counts
     codemill export silver.files --format jsonl --out exports/silver_files
     codemill jars                                # Delta jars for spark-submit --jars
+    codemill plan --recipe conf/train/qwen2.5-coder-32b-lora.yaml   # per-GPU memory plan
 """
 
 from __future__ import annotations
@@ -141,6 +142,50 @@ def jars(config: ConfigOpt = None, env: EnvOpt = "local") -> None:
     from jobs.lakehouse import resolve_delta_jars
 
     print(",".join(resolve_delta_jars(_config(config, env, []).spark.jars_dir)))
+
+
+@app.command()
+def plan(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<recipe>.yaml")],
+         overrides: SetOpt = None,
+         as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+         ) -> None:
+    """Per-GPU memory of a LoRA recipe under its DeepSpeed ZeRO stage, and whether it fits."""
+    import json
+
+    from training.plan import GB
+    from training.plan import plan as make_plan
+    from training.recipe import RecipeError, load_recipe, plan_input
+
+    try:
+        r = load_recipe(recipe, list(overrides or []))
+    except RecipeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    p = make_plan(plan_input(r))
+    if as_json:
+        print(json.dumps(p.as_dict(), indent=2))
+        return
+    t = r.train
+    console.print(f"{r.model.name}: LoRA r={r.lora.r} on {t.num_nodes}×{t.gpus_per_node} GPUs "
+                  f"({t.gpu_memory_gb:g} GB), ZeRO-{t.zero_stage()}, micro-batch "
+                  f"{t.micro_batch_size} × {r.data.max_length} tokens")
+    t_ = Table()
+    t_.add_column("per GPU", no_wrap=True)
+    t_.add_column("GiB", justify="right")
+    for name, gib in p.rows():
+        t_.add_row(name.replace("_", " "), f"{gib:.2f}")
+    console.print(t_)
+    console.print(f"parameters {p.total_params / 1e9:.2f} B, trainable (LoRA) "
+                  f"{p.lora_params / 1e6:.1f} M ({100 * p.lora_params / p.total_params:.2f} %); "
+                  f"global batch {t.global_batch} sequences")
+    verdict = "fits" if p.fits else "does NOT fit"
+    console.print(f"{verdict}: {p.total / GB:.1f} of {p.gpu_memory / GB:.1f} GiB, headroom "
+                  f"{p.headroom / GB:.1f} GiB")
+    if p.deepspeed_full_ft_gpu is not None:
+        console.print(f"DeepSpeed's estimator (full fine-tuning, model states only): "
+                      f"{p.deepspeed_full_ft_gpu / GB:.1f} GiB per GPU")
+    else:
+        console.print("DeepSpeed's estimator: not installed here (pip install '.\\[train]')")
 
 
 def main() -> None:

@@ -1,0 +1,143 @@
+"""Training recipes: one YAML per model × method under conf/train/, validated once, with overrides.
+
+``load_recipe(path, ["train.lr=2e-4", ...])`` reads the YAML, applies ``dotted.key=value``
+overrides (values parsed as YAML) and validates it; a bad key or value raises ``RecipeError``
+naming it. The DeepSpeed JSON a recipe names is read to learn its ZeRO stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class RecipeError(ValueError):
+    """The recipe or an override is invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    name: str  # HF hub name or local path of the base model
+    from_config: bool = False  # build from the numbers below instead of loading weights (tests)
+    num_layers: int = Field(ge=1)
+    hidden_size: int = Field(ge=8)
+    intermediate_size: int = Field(ge=8)
+    num_attention_heads: int = Field(ge=1)
+    num_key_value_heads: int = Field(ge=1)
+    vocab_size: int = Field(ge=16)
+    tie_word_embeddings: bool = False
+
+
+class LoraSpec(_Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                  "up_proj", "down_proj"], ...] = (
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class DataSpec(_Strict):
+    lakehouse: str = "lakehouse"
+    table: str = "gold.sft"
+    version: int | None = Field(None, ge=0)
+    tokenizer: str
+    max_length: int = Field(4096, ge=16)
+    packing: bool = True
+
+
+class TrainSpec(_Strict):
+    deepspeed: str = "conf/deepspeed/zero3.json"
+    num_nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(8, ge=1)
+    gpu_memory_gb: float = Field(80, gt=0)
+    micro_batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    epochs: float = Field(1, gt=0)
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    lr: float = Field(1e-4, gt=0, le=1e-2)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    save_steps: int = Field(200, ge=1)
+    output_dir: str = "runs/lora"
+
+    def deepspeed_config(self) -> dict[str, Any]:
+        path = Path(self.deepspeed)
+        path = path if path.is_absolute() else REPO_ROOT / path
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RecipeError(f"train.deepspeed: {path} does not exist") from None
+
+    def zero_stage(self) -> int:
+        return int(self.deepspeed_config().get("zero_optimization", {}).get("stage", 0))
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch_size * self.grad_accum * self.num_nodes * self.gpus_per_node
+
+
+class Recipe(_Strict):
+    model: ModelSpec
+    lora: LoraSpec = LoraSpec()
+    data: DataSpec
+    train: TrainSpec = TrainSpec()
+
+
+def _override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {item!r}: expected dotted.key=value")
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {item!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise RecipeError(f"recipe not found: {path}") from None
+    for item in overrides:
+        _override(data, item)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise RecipeError(f"{path}: invalid recipe:\n  " + "\n  ".join(lines)) from None
+    recipe.train.zero_stage()  # the DeepSpeed config must exist
+    return recipe
+
+
+def plan_input(recipe: Recipe):
+    """The memory planner's input for a recipe."""
+    from training.plan import Architecture, PlanInput
+
+    m, t = recipe.model, recipe.train
+    arch = Architecture(m.num_layers, m.hidden_size, m.intermediate_size, m.num_attention_heads,
+                        m.num_key_value_heads, m.vocab_size, m.tie_word_embeddings)
+    ds = t.deepspeed_config().get("zero_optimization", {})
+    return PlanInput(arch=arch, lora_r=recipe.lora.r, lora_targets=recipe.lora.target_modules,
+                     zero_stage=t.zero_stage(), num_nodes=t.num_nodes,
+                     gpus_per_node=t.gpus_per_node, gpu_memory_gb=t.gpu_memory_gb,
+                     micro_batch_size=t.micro_batch_size, seq_len=recipe.data.max_length,
+                     gradient_checkpointing=t.gradient_checkpointing,
+                     prefetch_bucket=float(ds.get("stage3_prefetch_bucket_size", 5e8)),
+                     max_live_parameters=float(ds.get("stage3_max_live_parameters", 1e9)))
