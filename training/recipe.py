@@ -71,7 +71,10 @@ class TrainSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     save_steps: int = Field(200, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # optimizer steps; None: from epochs
     output_dir: str = "runs/lora"
+    seed: int = 0
+    dist_timeout_min: int = Field(60, ge=1)  # NCCL/gloo collective timeout
 
     def deepspeed_config(self) -> dict[str, Any]:
         path = Path(self.deepspeed)
@@ -89,11 +92,18 @@ class TrainSpec(_Strict):
         return self.micro_batch_size * self.grad_accum * self.num_nodes * self.gpus_per_node
 
 
+class MlflowSpec(_Strict):
+    tracking_uri: str | None = None  # None: sqlite:///<output_dir>/mlflow.db
+    experiment: str = "codemill-lora"
+    registered_model: str | None = None  # register the adapter under this name
+
+
 class Recipe(_Strict):
     model: ModelSpec
     lora: LoraSpec = LoraSpec()
     data: DataSpec
     train: TrainSpec = TrainSpec()
+    mlflow: MlflowSpec = MlflowSpec()
 
 
 def _override(data: dict[str, Any], item: str) -> None:
