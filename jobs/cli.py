@@ -8,10 +8,14 @@
     codemill export silver.files --format jsonl --out exports/silver_files
     codemill jars                                # Delta jars for spark-submit --jars
     codemill plan --recipe conf/train/qwen2.5-coder-32b-lora.yaml   # per-GPU memory plan
+    codemill train --recipe conf/train/tiny-cpu.yaml --set data.tokenizer=tokenizers/tiny
+    codemill launch --recipe conf/train/qwen2.5-coder-32b-lora.yaml --nodes 4
+    codemill eval --recipe conf/train/tiny-cpu.yaml --adapter runs/tiny-cpu/adapter --limit 20
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -186,6 +190,109 @@ def plan(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<recip
                       f"{p.deepspeed_full_ft_gpu / GB:.1f} GiB per GPU")
     else:
         console.print("DeepSpeed's estimator: not installed here (pip install '.\\[train]')")
+
+
+def _recipe_or_exit(recipe: str, overrides):
+    from training.recipe import RecipeError, load_recipe
+
+    try:
+        return load_recipe(recipe, list(overrides or []))
+    except RecipeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _launch_commands(recipe_path: str, recipe, nodes: int, overrides) -> tuple[str, list[str]]:
+    """(hostfile text, commands) for ``nodes`` nodes of ``gpus_per_node`` GPUs."""
+    import shlex
+
+    gpus = recipe.train.gpus_per_node
+    sets = " ".join(f"--set {shlex.quote(o)}" for o in [*(overrides or []),
+                                                        f"train.num_nodes={nodes}"])
+    hostfile = "".join(f"node{i} slots={gpus}\n" for i in range(nodes))
+    script = f"training/train.py --recipe {recipe_path} {sets}"
+    return hostfile, [
+        f"deepspeed --hostfile conf/hostfile --num_nodes {nodes} --num_gpus {gpus} {script}",
+        f"torchrun --nnodes {nodes} --nproc_per_node {gpus} --rdzv_backend c10d "
+        f"--rdzv_endpoint node0:29500 {script}   # on every node",
+    ]
+
+
+@app.command()
+def train(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<recipe>.yaml")],
+          overrides: SetOpt = None) -> None:
+    """Train on this machine: torchrun with the recipe's GPUs per node (CPU ranks without CUDA)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    r = _recipe_or_exit(recipe, overrides)
+    env = dict(os.environ)
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        console.print("[red]training needs the train extra: pip install '.\\[train]'[/red]")
+        raise typer.Exit(2) from None
+    if not cuda:
+        env["DS_ACCELERATOR"] = "cpu"
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--nproc_per_node", str(r.train.gpus_per_node),
+           str(Path(__file__).resolve().parents[1] / "training" / "train.py"),
+           "--recipe", recipe] + [a for o in (overrides or []) for a in ("--set", o)]
+    console.print(" ".join(cmd))
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@app.command()
+def launch(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<recipe>.yaml")],
+           nodes: Annotated[int, typer.Option("--nodes", min=1)] = 1,
+           overrides: SetOpt = None,
+           hostfile: Annotated[Optional[str], typer.Option(help="write the hostfile here")] = None,
+           ) -> None:
+    """Multi-node commands and hostfile for a recipe (NCCL settings and shared storage stated)."""
+    r = _recipe_or_exit(recipe, overrides)
+    text, commands = _launch_commands(recipe, r, nodes, overrides)
+    if hostfile:
+        Path(hostfile).write_text(text)
+    print(f"# hostfile ({hostfile or 'conf/hostfile'}): one line per node, slots = GPUs\n{text}")
+    print("# on every node, before launching:")
+    print("export NCCL_TIMEOUT=1800 TORCH_NCCL_ASYNC_ERROR_HANDLING=1 NCCL_DEBUG=WARN")
+    print("export NCCL_IB_DISABLE=0 NCCL_SOCKET_IFNAME=^lo,docker   # InfiniBand when present")
+    print(f"# {r.train.output_dir} and {r.data.lakehouse} must be on a filesystem every node "
+          "mounts (checkpoints, the token cache and the adapter are shared)")
+    for c in commands:
+        print(c)
+
+
+@app.command("eval")
+def eval_(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<recipe>.yaml")],
+          adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter folder")] = None,
+          limit: Annotated[Optional[int], typer.Option(help="HumanEval problems (default all)")]
+          = None,
+          max_new_tokens: Annotated[int, typer.Option()] = 256,
+          overrides: SetOpt = None) -> None:
+    """Perplexity on gold.sft's eval split and HumanEval pass@1 (code run in a sandbox)."""
+    import json
+    import tempfile
+
+    from training.data import prepare
+    from training.evaluate import greedy, humaneval, load_model, perplexity
+    from udfs.chatml import load_tokenizer
+
+    r = _recipe_or_exit(recipe, overrides)
+    tok = load_tokenizer(r.data.tokenizer)
+    model = load_model(r, adapter)
+    packed, version, _ = prepare(r.data.lakehouse, r.data.table, r.data.version, tok,
+                                 r.data.tokenizer, r.data.max_length,
+                                 Path(tempfile.mkdtemp(prefix="codemill-eval-")), split="eval")
+    ppl, tokens = perplexity(model, packed)
+    he = humaneval(greedy(model, tok, max_new_tokens), limit=limit)
+    print(json.dumps({"table": r.data.table, "version": version, "eval_tokens": tokens,
+                      "perplexity": ppl, "humaneval_problems": he.problems,
+                      "humaneval_pass@1": he.pass_at_1}))
 
 
 def main() -> None:

@@ -47,8 +47,8 @@ def data(tmp_path_factory):
             s.update(file_id=p.name, repo="r", path=p.name, language=language_for_path(p.name),
                      parse_status=res.parse_status)
             records, _ = build_records(s, templates, {"alpha_fraction": 0.6})
-            rows += [{"sft_id": r["sft_id"], "split": "train", "weight": r["quality"] + 0.5,
-                      "messages": r["messages"]} for r in records]
+            rows += [{"sft_id": r["sft_id"], "split": "eval" if p.suffix == ".go" else "train",
+                      "weight": r["quality"] + 0.5, "messages": r["messages"]} for r in records]
     write_deltalake(str(root / "lake" / "gold" / "sft"), pa.Table.from_pylist(rows, SFT_SCHEMA))
     tok = train_tokenizer([p.read_text() for p in FIXTURES.iterdir()] * 2, root / "tok", 800)
     return root, tok
@@ -125,3 +125,18 @@ def test_train_kill_resume_and_reload(data):
     with torch.no_grad():
         logits = model(input_ids=probe["input_ids"]).logits
     torch.testing.assert_close(logits, probe["logits"], atol=1e-4, rtol=1e-4)
+
+    # evaluation: perplexity on the eval split (the Go file's records) and HumanEval through
+    # the sandbox; a 2-layer model solves nothing, but every step runs for real
+    from training.data import prepare
+    from training.evaluate import greedy, humaneval, load_model, perplexity
+    from udfs.chatml import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tok))
+    evaluated = load_model(recipe, out / "adapter")
+    packed, version, _ = prepare(str(root / "lake"), "gold.sft", None, tokenizer, "tiny", 1024,
+                                 root / "eval-cache", split="eval")
+    ppl, tokens = perplexity(evaluated, packed)
+    assert version == 0 and tokens > 0 and 1.0 < ppl < 1024 * 1.5
+    he = humaneval(greedy(evaluated, tokenizer, max_new_tokens=8), limit=2)
+    assert he.problems == 2 and set(he.statuses.values()) <= {"passed", "failed", "timeout"}
