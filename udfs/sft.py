@@ -57,12 +57,10 @@ from udfs.augment import (
     strip_type_hints,
 )
 from udfs.instructions import FILL_MARK, LANGUAGE_NAMES, Templates, code_block, doc_text, purpose
-from udfs.syntax import grammar_name
+from udfs.syntax import ParseRefused, grammar_name, parse, python_docstring
 
 QUALITY_WEIGHTS = {"alpha": 0.25, "lines": 0.15, "docs": 0.2, "comments": 0.15, "length": 0.1,
                    "parse": 0.15}
-_PY_DOC = re.compile(r'^\s*[rRuUbB]?("""|\'\'\'|"|\')', re.S)
-_DOC_COMMENT_TAIL = re.compile(r"(/\*\*(?:(?!\*/).)*\*/|(?:[ \t]*///?[^\n]*\n)+)\s*$", re.S)
 
 
 def _clip(x: float) -> float:
@@ -125,19 +123,36 @@ def definition_of(sample: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def definition_docs(code: str, before: str, language: str | None) -> str | None:
-    """The definition's docstring (Python) or the doc comment right above it."""
+    """The definition's docstring (Python, from its syntax tree) or the doc comment right above it
+    (the comment block that ends ``before``; read line by line from the end, no regex over the
+    file: a backtracking pattern took seconds per sample on C files with long // runs)."""
     if language == "python":
-        body = code.split(":", 1)[1] if ":" in code else ""
-        # first statement of the body, if it is a string literal
-        m = re.search(r'\n\s*([rRuUbB]?(?:"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"[^"\n]*"|\'[^\'\n]*\'))',
-                      body)
-        head = body[:m.start()] if m else ""
-        return m.group(1) if m and not head.strip() else None
-    m = _DOC_COMMENT_TAIL.search(before)
-    if not m:
+        b = code.encode()
+        try:
+            tree = parse(b, "python")
+        except ParseRefused:
+            return None
+        node = tree.root_node.named_children[0] if tree.root_node.named_child_count else None
+        while node is not None and node.type == "decorated_definition":
+            node = node.child_by_field_name("definition")
+        if node is None or node.type not in ("function_definition", "class_definition"):
+            return None
+        doc = python_docstring(node.child_by_field_name("body"))
+        return b[doc.start_byte:doc.end_byte].decode() if doc is not None else None
+    lines = before.rstrip().split("\n")[-200:]
+    if not lines or not lines[-1].strip():
         return None
-    text = m.group(1).strip()
-    return text if text.startswith(("/**", "///", "//")) else None
+    if lines[-1].strip().endswith("*/"):
+        text = "\n".join(lines)
+        start = text.rfind("/*")
+        block = text[start:].strip() if start >= 0 else ""
+        return block if block.startswith("/**") else None
+    run = []
+    for line in reversed(lines):
+        if not line.strip().startswith("//"):
+            break
+        run.append(line.strip())
+    return "\n".join(reversed(run)) or None
 
 
 def meta_of(sample: dict[str, Any], docs: str | None = None) -> dict[str, str]:

@@ -205,3 +205,20 @@ def test_chatml_rendering_and_token_counts(tmp_path):
     ids = tok(render(messages), add_special_tokens=False)["input_ids"]
     assert count_tokens(tok, [messages]) == [len(ids)]
     assert tok.convert_ids_to_tokens(ids[:1]) == ["<|im_start|>"]
+
+
+def test_doc_comment_lookup_is_linear_on_long_comment_runs():
+    import time
+
+    from udfs.sft import definition_docs
+
+    before = "// line\n" * 20000 + "int x;\n" + "/** Adds. */\n"
+    started = time.perf_counter()
+    assert definition_docs("int add(int a) { return a; }", before, "c") == "/** Adds. */"
+    assert definition_docs("int f(void) {}", "// a\n// b\n", "c") == "// a\n// b"
+    assert definition_docs("int f(void) {}", "/* plain */\n", "c") is None
+    assert definition_docs("int f(void) {}", "// c\n" * 50000 + "int x;\n", "c") is None
+    assert time.perf_counter() - started < 0.5
+    assert definition_docs('def f(a: int):\n    """Doc."""\n    return a\n', "", "python") == (
+        '"""Doc."""')
+    assert definition_docs("@d\ndef f():\n    return 1\n", "", "python") is None
