@@ -11,6 +11,7 @@
     codemill train --recipe conf/train/tiny-cpu.yaml --set data.tokenizer=tokenizers/tiny
     codemill launch --recipe conf/train/qwen2.5-coder-32b-lora.yaml --nodes 4
     codemill eval --recipe conf/train/tiny-cpu.yaml --adapter runs/tiny-cpu/adapter --limit 20
+    codemill merge --recipe conf/train/tiny-cpu.yaml --adapter runs/tiny-cpu/adapter --out merged
 """
 
 from __future__ import annotations
@@ -265,6 +266,18 @@ def launch(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<rec
           "mounts (checkpoints, the token cache and the adapter are shared)")
     for c in commands:
         print(c)
+
+
+@app.command()
+def merge(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<recipe>.yaml")],
+          adapter: Annotated[str, typer.Option(help="LoRA adapter folder")],
+          out: Annotated[str, typer.Option("--out", help="folder for the merged model")],
+          overrides: SetOpt = None) -> None:
+    """Merge a LoRA adapter into its base model and save the result (HF format) for export."""
+    from training.train import merge_adapter
+
+    r = _recipe_or_exit(recipe, overrides)
+    console.print(f"merged model saved to {merge_adapter(r, adapter, out)}")
 
 
 @app.command("eval")

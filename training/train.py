@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if rank == 0:
         mlflow.set_tracking_uri(recipe.mlflow.tracking_uri or f"sqlite:///{out / 'mlflow.db'}")
+        if mlflow.get_experiment_by_name(recipe.mlflow.experiment) is None:
+            # artifacts beside the run's output, not in ./mlruns of whatever the cwd is
+            mlflow.create_experiment(recipe.mlflow.experiment,
+                                     artifact_location=(out / "mlartifacts").as_uri())
         mlflow.set_experiment(recipe.mlflow.experiment)
         run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
         run_id = run.info.run_id
@@ -240,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         mlflow.log_artifacts(str(out / "adapter"), artifact_path="adapter")
         if recipe.mlflow.registered_model:
-            mlflow.register_model(f"runs:/{run_id}/adapter", recipe.mlflow.registered_model)
+            register_adapter(run_id, recipe.mlflow.registered_model)
         mlflow.end_run()
         (out / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "steps": step,
                                                   "data_version": version}) + "\n")
@@ -261,6 +265,33 @@ def _log_dataset(recipe: Recipe, version: int, sequences: int) -> None:
                      context="training")
     mlflow.set_tags({"data.table": recipe.data.table, "data.path": path,
                      "data.version": str(version), "data.sequences": str(sequences)})
+
+
+def register_adapter(run_id: str, name: str):
+    """A model-registry version whose source is the run's ``adapter`` artifact folder. (MLflow 3's
+    ``register_model("runs:/…")`` wants a logged model flavor; a PEFT adapter folder is not one.)"""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.tracking.MlflowClient()
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    run = client.get_run(run_id)
+    return client.create_model_version(name, source=f"{run.info.artifact_uri}/adapter",
+                                       run_id=run_id)
+
+
+def merge_adapter(recipe: Recipe, adapter: str | Path, target: str | Path) -> Path:
+    """Fold the LoRA adapter into the base weights and save a plain HF model (for export)."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(build_model(recipe, 0), str(adapter))
+    merged = model.merge_and_unload()
+    merged.save_pretrained(str(target))
+    return Path(target)
 
 
 def save_adapter(engine, target: Path, rank: int) -> None:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pytest
 import torch
@@ -60,7 +61,8 @@ def command(root: Path, tok: Path, out: Path) -> list[str]:
             str(REPO / "training" / "train.py"), "--recipe", str(REPO / "conf/train/tiny-cpu.yaml"),
             "--set", f"data.tokenizer={tok}", "--set", f"data.lakehouse={root / 'lake'}",
             "--set", f"train.output_dir={out}", "--set", "data.max_length=1024",
-            "--set", "train.lr=1e-2", "--set", "train.max_steps=16", "--set", "train.save_steps=4"]
+            "--set", "train.lr=1e-2", "--set", "train.max_steps=16", "--set", "train.save_steps=4",
+            "--set", "mlflow.registered_model=tiny-lora"]
 
 
 def env() -> dict[str, str]:
@@ -80,7 +82,12 @@ def test_train_kill_resume_and_reload(data):
         assert first.poll() is None, first.stdout.read()[-4000:]
         assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
         time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)
+    # SIGKILL torchrun and every worker it started (workers may sit in their own process group)
+    tree = psutil.Process(first.pid)
+    victims = [tree, *tree.children(recursive=True)]
+    for proc in victims:
+        proc.send_signal(signal.SIGKILL)
+    psutil.wait_procs(victims, timeout=30)
     first.wait()
     killed_at = int(latest.read_text().strip().removeprefix("step"))
     assert not (out / "run.json").exists()
@@ -125,6 +132,21 @@ def test_train_kill_resume_and_reload(data):
     with torch.no_grad():
         logits = model(input_ids=probe["input_ids"]).logits
     torch.testing.assert_close(logits, probe["logits"], atol=1e-4, rtol=1e-4)
+    # registered as a model version pointing at the run's adapter artifact
+    [version] = client.search_model_versions("name = 'tiny-lora'")
+    assert version.run_id == run.info.run_id and version.source.endswith("/adapter")
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "adapter")]
+    assert "adapter/adapter_model.safetensors" in artifacts
+    # merged into the base for export: the same outputs without PEFT
+    from transformers import AutoModelForCausalLM
+
+    from training.train import merge_adapter
+
+    merged = AutoModelForCausalLM.from_pretrained(
+        str(merge_adapter(recipe, out / "adapter", root / "merged"))).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=probe["input_ids"]).logits,
+                                   probe["logits"], atol=1e-4, rtol=1e-4)
 
     # evaluation: perplexity on the eval split (the Go file's records) and HumanEval through
     # the sandbox; a 2-layer model solves nothing, but every step runs for real
