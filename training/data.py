@@ -14,7 +14,9 @@ Packing: conversations are packed greedily, in table order, into sequences of at
 ``max_length`` tokens (a conversation longer than that is cut to it, and counted). Position ids
 restart at 0 for every conversation, the first label of each is −100 (no prediction across a
 boundary), and ``seq_lens`` gives the conversation lengths, so attention implementations that take
-position ids or cumulative lengths (flash-attention varlen) keep conversations apart.
+position ids or cumulative lengths (flash-attention varlen: ``model.attn_implementation:
+flash_attention_2``) keep conversations apart; with sdpa or eager attention (CPU, the tiny recipe)
+a packed row still attends across conversations, while positions and labels stay separate.
 
 **Sample weights** (gold.sft's ``weight``, mean 1) are given per token to the loss: the training
 loss is the weighted mean of per-token cross-entropy over label tokens, Σ wₜ·ℓₜ / Σ [label ≠ −100].

@@ -35,6 +35,9 @@ class ModelSpec(_Strict):
     num_key_value_heads: int = Field(ge=1)
     vocab_size: int = Field(ge=16)
     tie_word_embeddings: bool = False
+    # flash_attention_2 keeps packed conversations apart (it reads the restarting position ids);
+    # sdpa/eager (None: transformers' default) let a packed row attend across conversations
+    attn_implementation: Literal["flash_attention_2", "sdpa", "eager"] | None = None
 
 
 class LoraSpec(_Strict):

@@ -88,8 +88,10 @@ def build_model(recipe: Recipe, vocab: int):
             num_attention_heads=m.num_attention_heads, num_key_value_heads=m.num_key_value_heads,
             tie_word_embeddings=m.tie_word_embeddings, max_position_embeddings=max(
                 4096, recipe.data.max_length))
-        return AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
-    return AutoModelForCausalLM.from_pretrained(m.name, torch_dtype=dtype)
+        return AutoModelForCausalLM.from_config(config, torch_dtype=dtype,
+                                                attn_implementation=m.attn_implementation)
+    return AutoModelForCausalLM.from_pretrained(m.name, torch_dtype=dtype,
+                                                attn_implementation=m.attn_implementation)
 
 
 def lora(model, recipe: Recipe):
