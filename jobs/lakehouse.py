@@ -192,6 +192,14 @@ class Lakehouse:
         df = self.spark.read.format("delta").option("versionAsOf", v).load(self.path(name))
         return df, v
 
+    def rows_written(self, name: str) -> int:
+        """Rows the table's latest commit wrote (Delta's ``numOutputRows`` operation metric)."""
+        from delta.tables import DeltaTable
+
+        row = DeltaTable.forPath(self.spark, self.path(name)).history(1).select(
+            "operationMetrics").first()
+        return int(row[0]["numOutputRows"])
+
     def write(self, name: str, df: DataFrame, replace_where: str | None = None,
               append: bool = False) -> int:
         """Overwrite (or append to, or replace the ``replace_where`` slice of) a table."""

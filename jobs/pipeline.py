@@ -128,7 +128,9 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
         report.check_balance()
         if result.output is not None:
             kept_df = result.output
-            report.output_rows = kept_df.count()
+            # written rows come from the Delta commit's metrics; a separate count() would run
+            # the output's plan (split: the repo-FIM joins) a second time
+            report.output_rows = kept_df.count() if dry_run else None
         else:
             kept_df = result.decided.where(F.col("_outcome") == KEPT).select(*result.kept_columns)
             report.output_rows = kept
@@ -139,6 +141,8 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
         else:
             out = report.output_versions
             out[stage.output] = lake.write(stage.output, kept_df)
+            if report.output_rows is None:
+                report.output_rows = lake.rows_written(stage.output)
             for table, df in result.extra_outputs.items():
                 out[table] = lake.write(table, df)
             slice_ = f"stage = '{name}'"

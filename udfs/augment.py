@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
+from functools import lru_cache
 
 from udfs.syntax import SYNTAX, ParseRefused, parse
 
@@ -111,6 +112,7 @@ class _Snippet:
         return self.b[node.start_byte:node.end_byte]
 
 
+@lru_cache(maxsize=8)  # the four augmentations of one definition share a single parse
 def _snippet(code: str, gid: str, kind: str) -> _Snippet:
     try:
         snip = _Snippet(code, gid, kind)
