@@ -72,10 +72,12 @@ def planted_copy(row: dict, text: str, repo: str) -> dict:
 
 
 def write_silver(table: pa.Table, lakehouse: Path) -> None:
+    """silver.files in Parquet files of about 4 MB (compressed), as a Spark write leaves it: a single Parquet file
+    of one row group cannot be split, and the stage would read it with one task on one core."""
     from deltalake import write_deltalake
 
     write_deltalake(str(lakehouse / "silver" / "files"), table, mode="overwrite",
-                    schema_mode="overwrite")
+                    schema_mode="overwrite", target_file_size=4 << 20)
 
 
 def spark_session():

@@ -96,12 +96,16 @@ class DedupSettings(_Strict):
     bands/rows: the LSH banding; both None (default) picks them from ``threshold`` by minimizing
     ``fp_weight``·P(false positive) + ``fn_weight``·P(false negative) (``weights()``: 39 × 6 at
     0.7 with exact verification, 25 × 10 without). verify: keep a candidate edge
-    only if the Jaccard similarity of the two files is ≥ threshold, computed ``exact`` on their
-    shingle-hash sets (default), or ``signature`` (estimated from the MinHash signatures: less
-    memory, but ± 0.03 noise at 256 permutations), or ``none`` (every LSH candidate is an edge).
+    only if the Jaccard similarity of the two files is ≥ threshold: ``exact`` (default) computes it
+    on the two files' shingle-hash sets whenever the signatures' estimate is within
+    ``verify_margin`` of the threshold (farther estimates decide alone; 1.0 makes every edge
+    exact), ``signature`` always takes the estimate (± 0.03 at 256 permutations), ``none`` keeps
+    every LSH candidate as an edge.
     all_pairs_bucket: with verification, LSH buckets of up to this many files link every pair
     (at most n(n-1)/2 edges), larger ones link each file to the bucket's smallest id only.
     max_rounds: connected-components rounds before the stage fails.
+    broadcast_rows: up to this many files (about 200 bytes each), their decisions are broadcast to
+    the executors to be joined back to the text; more, and the text is shuffled to them instead.
     """
 
     near: bool = True  # False: exact deduplication only
@@ -115,8 +119,10 @@ class DedupSettings(_Strict):
     fp_weight: float | None = Field(None, ge=0.0, le=1.0)
     fn_weight: float | None = Field(None, ge=0.0, le=1.0)
     verify: Literal["exact", "signature", "none"] = "exact"
+    verify_margin: float = Field(0.15, ge=0.0, le=1.0)
     all_pairs_bucket: int = Field(64, ge=2, le=256)
     max_rounds: int = Field(40, ge=1)
+    broadcast_rows: int = Field(500_000, ge=0)
 
     @model_validator(mode="after")
     def _banding(self):

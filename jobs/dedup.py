@@ -9,15 +9,18 @@
    ``rows`` values (binary columns); files that share a key form a bucket. With verification
    (``dedup.verify``, default ``exact``), a bucket of up to ``all_pairs_bucket`` files proposes
    every pair and a larger one star edges to its smallest file id; a proposed edge survives only
-   if the two files' Jaccard similarity is ≥ ``dedup.threshold``, computed on their sets of
-   shingle hashes (``exact``) or estimated from signatures (``signature``). Without verification
-   every bucket is a star. ``jobs.components`` then finds the connected components on the
-   cluster. A component's id is its smallest file id, so two runs give identical tables. Each
-   component keeps its first file by rank; the others are dropped as ``near_duplicate``.
+   if the two files' Jaccard similarity is ≥ ``dedup.threshold``: estimated from the signatures,
+   and with ``exact`` (default) recomputed exactly on the two files' shingle-hash sets when the
+   estimate is within ``dedup.verify_margin`` of the threshold (``verified_edges``). Without
+   verification every bucket is a star. ``jobs.components`` then finds the connected components
+   on the cluster. A component's id is its smallest file id, so two runs give identical tables.
+   Each component keeps its first file by rank; the others are dropped as ``near_duplicate``.
 4. Every dropped file goes to silver.rejects with ``detail`` = JSON of its cluster (kind, cluster
    id, representative, Jaccard to the representative), and every cluster of two or more files to
    silver.dup_clusters (members, representative, size, max/min Jaccard of the members to the
-   representative; exact or estimated as ``dedup.verify`` says). A file whose hashing raised is quarantined with the error.
+   representative). The Jaccard of a member to its representative is the signatures' estimate
+   (± 0.03 at 256 permutations); a member can be below the threshold when it joined the cluster
+   through another member. A file whose hashing raised is quarantined with the error.
 
 **Rank** (the representative rule, the same for exact and near clusters): most permissive license
 first (``udfs.licenses.PERMISSIVENESS``), then most stars, then the quality signals the filter
@@ -51,10 +54,10 @@ from udfs.licenses import PERMISSIVENESS, permissiveness_rank  # noqa: E402
 from udfs.minhash import (  # noqa: E402
     MinHasher,
     content_hash,
+    distinct_shingles,
     estimated_jaccard,
     set_jaccards,
     shingle_hashes,
-    shingle_sets,
 )
 
 if TYPE_CHECKING:
@@ -65,8 +68,8 @@ if TYPE_CHECKING:
 INPUT_COLUMNS = FILE_COLUMNS + tuple(s.split(" ")[0] for s in SIGNALS.split(", "))
 SIGNED_SCHEMA = (
     "id string, repo string, path string, language string, license string, stars long, "
-    f"size_bytes long, {SIGNALS}, content_hash string, signature binary, shingle_set binary, "
-    "shingles long, _error string"
+    f"size_bytes long, {SIGNALS}, content_hash string, signature binary, shingles long, "
+    "_error string"
 )
 
 
@@ -92,19 +95,30 @@ def _buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8), offsets
 
 
+def _binary_column(data: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """A binary column built from its buffers: row i is the next ``lengths[i]`` bytes of ``data``
+    where ``valid[i]``, else null (its bytes must not be in ``data``). No Python object per row."""
+    import numpy as np
+    import pyarrow as pa
+
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(np.where(valid, lengths, 0), out=offsets[1:])
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.BinaryArray.from_buffers(
+        pa.binary(), len(lengths), [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)],
+        null_count=int(len(valid) - valid.sum()))
+
+
 def _sign(d: DedupSettings, schema: pa.Schema):
     """mapInArrow function: files → the same rows without their text, plus content_hash, signature
     (binary, little-endian uint32s), shingles and _error."""
     import numpy as np
     import pyarrow as pa
 
-    keep_sets = d.verify == "exact"
-
     def signatures(texts: pa.Array, hasher: MinHasher):
         data, offsets = _buffers(texts)
         hashes, counts = shingle_hashes(data, offsets, d.ngram, d.hash)
-        sets = shingle_sets(hashes, counts) if keep_sets else [None] * len(counts)
-        return hasher.signatures(hashes, counts), counts, sets
+        return hasher.signatures(hashes, counts), counts
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         hasher = MinHasher(d.num_perm, d.seed)
@@ -119,30 +133,42 @@ def _sign(d: DedupSettings, schema: pa.Schema):
                 except Exception as exc:  # noqa: BLE001 - quarantine the file, not the job
                     errors[i] = f"hash_error: {type(exc).__name__}: {exc}"
             try:
-                sigs, counts, sets = signatures(texts, hasher)
+                sigs, counts = signatures(texts, hasher)
             except Exception:  # noqa: BLE001 - find the file that raised, one at a time
                 sigs = np.zeros((n, d.num_perm), dtype=np.uint32)
                 counts = np.zeros(n, dtype=np.int64)
-                sets = [None] * n
                 for i in range(n):
                     try:
-                        s, c, one = signatures(texts.slice(i, 1), hasher)
-                        sigs[i], counts[i], sets[i] = s[0], c[0], one[0]
+                        s, c = signatures(texts.slice(i, 1), hasher)
+                        sigs[i], counts[i] = s[0], c[0]
                     except Exception as exc:  # noqa: BLE001
                         errors[i] = errors[i] or f"minhash_error: {type(exc).__name__}: {exc}"
-            blob = sigs.astype("<u4", copy=False).tobytes()
-            width = 4 * d.num_perm
-            ok = [bool(counts[i]) and not errors[i] for i in range(n)]
-            signature = [blob[i * width:(i + 1) * width] if ok[i] else None for i in range(n)]
-            shingle_set = [sets[i].astype("<u4").tobytes() if ok[i] and keep_sets else None
-                           for i in range(n)]
+            ok = (counts > 0) & np.array([e is None for e in errors], dtype=bool)
+            signature = _binary_column(
+                np.ascontiguousarray(sigs[ok], dtype="<u4").view(np.uint8).ravel(),
+                np.full(n, 4 * d.num_perm), ok)
             columns = {name: batch.column(name) for name in batch.schema.names}
-            columns.update(content_hash=pa.array(hashes, pa.string()),
-                           signature=pa.array(signature, pa.binary()),
-                           shingle_set=pa.array(shingle_set, pa.binary()),
+            columns.update(content_hash=pa.array(hashes, pa.string()), signature=signature,
                            shingles=pa.array(counts, pa.int64()),
                            _error=pa.array(errors, pa.string()))
             yield pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+    return run
+
+
+def _shingle_sets(d: DedupSettings, schema: pa.Schema):
+    """mapInArrow function: (id, text) → (id, shingle_set): the file's distinct shingle hashes,
+    sorted, as little-endian uint32s. Only for files whose exact Jaccard is needed."""
+    import numpy as np
+    import pyarrow as pa
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            data, offsets = _buffers(batch.column("text"))
+            values, sizes = distinct_shingles(*shingle_hashes(data, offsets, d.ngram, d.hash))
+            sets = _binary_column(values.astype("<u4").view(np.uint8), 4 * sizes,
+                                  np.ones(len(sizes), dtype=bool))
+            yield pa.RecordBatch.from_arrays([batch.column("id"), sets], schema=schema)
 
     return run
 
@@ -199,18 +225,66 @@ def license_rank(col: str = "license") -> Column:
             .otherwise(F.coalesce(table[F.col(col)], F.lit(len(PERMISSIVENESS)))))
 
 
-def _with_jaccard(df: DataFrame, d: DedupSettings, keep: tuple[str, ...], types: str) -> DataFrame:
+def _with_jaccard(df: DataFrame, d: DedupSettings, mode: str, keep: tuple[str, ...],
+                  types: str) -> DataFrame:
     schema = f"{types}, jaccard double"
-    mode = "exact" if d.verify == "exact" else "signature"
     return df.select(*keep, "a", "b").mapInArrow(
         _jaccard(mode, d.num_perm, keep, arrow_schema(schema)), schema)
 
 
-def near_duplicates(reps: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
-    """(id, cluster_id, representative, jaccard) of every file in a near-duplicate cluster.
+def _pairs(edges: DataFrame, side: DataFrame, value: str) -> DataFrame:
+    """Edges (src, dst) with the ``value`` column of src as ``a`` and of dst as ``b``."""
+    from pyspark.sql import functions as F
 
-    ``reps``: the exact-duplicate survivors with a signature and the rank columns. Returns the
-    members and the number of connected-components rounds.
+    return (edges.join(side.select(F.col("id").alias("src"), F.col(value).alias("a")), "src")
+            .join(side.select(F.col("id").alias("dst"), F.col(value).alias("b")), "dst"))
+
+
+def verified_edges(edges: DataFrame, reps: DataFrame, files: DataFrame,
+                   d: DedupSettings) -> DataFrame:
+    """The candidate edges (src, dst) whose Jaccard similarity is ≥ ``d.threshold``.
+
+    Every edge is first scored by the signatures' estimate. With ``verify: exact``, an estimate
+    within ``verify_margin`` of the threshold is replaced by the exact Jaccard of the two files'
+    shingle sets, computed from the text of just those files (a second, filtered read of
+    ``files``); estimates farther away decide alone. The estimate's standard deviation is
+    √(J(1−J)/num_perm), 0.029 at J = 0.7 with 256 permutations, so the default margin of 0.15 is
+    more than 5σ: a pair on the wrong side of it is a one-in-ten-million event. Carrying every
+    file's shingle set instead (4 bytes per distinct shingle, about half the text) cost more than
+    the MinHash itself (bench/RESULTS.md).
+    """
+    from pyspark.sql import functions as F
+
+    scored = _with_jaccard(_pairs(edges, reps, "signature"), d, "signature", ("src", "dst"),
+                           "src string, dst string")
+    if d.verify == "signature" or d.verify_margin == 0:
+        return scored.where(F.col("jaccard") >= d.threshold).select("src", "dst")
+    scored = scored.localCheckpoint(eager=True)
+    low, high = d.threshold - d.verify_margin, d.threshold + d.verify_margin
+    unsure = scored.where((F.col("jaccard") > low) & (F.col("jaccard") < high))
+    ids = (unsure.select(F.col("src").alias("id")).union(unsure.select(F.col("dst").alias("id")))
+           .distinct().localCheckpoint(eager=True))
+    count = ids.count()
+    if count == 0:
+        return scored.where(F.col("jaccard") >= high).select("src", "dst")
+    schema = "id string, shingle_set binary"
+    wanted = F.broadcast(ids) if count <= d.broadcast_rows else ids  # else the text is shuffled
+    sets = (files.join(wanted, "id", "left_semi").select("id", "text")
+            .mapInArrow(_shingle_sets(d, arrow_schema(schema)), schema)
+            .dropDuplicates(["id"]))  # one id ingested twice has one text (the id hashes it)
+    exact = _with_jaccard(_pairs(unsure.select("src", "dst"), sets, "shingle_set"), d, "exact",
+                          ("src", "dst"), "src string, dst string")
+    return (scored.where(F.col("jaccard") >= high).select("src", "dst")
+            .unionByName(exact.where(F.col("jaccard") >= d.threshold).select("src", "dst")))
+
+
+def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
+    """(id, cluster_id, representative, jaccard) of every file in a near-duplicate cluster;
+    ``jaccard`` is the signatures' estimate of the file's similarity to the representative.
+
+    ``reps``: the exact-duplicate survivors with a signature and the rank columns; ``files``: the
+    stage's input with the text (read again only for exact verification near the threshold).
+    Returns the members and the number of connected-components rounds.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -230,23 +304,18 @@ def near_duplicates(reps: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
                       f"slice(ids, i + 1, {n} - i), y -> named_struct('src', y, 'dst', ids[i - 1]))))")
         star = f"IF({n} <= {d.all_pairs_bucket}, {every_pair}, {star})"
     edges = buckets.select(F.explode(F.expr(star)).alias("e")).select("e.src", "e.dst").distinct()
-    compare = "shingle_set" if d.verify == "exact" else "signature"
     if d.verify != "none":
-        side = reps.select("id", compare)
-        pairs = (edges.join(side.select(F.col("id").alias("src"), F.col(compare).alias("a")), "src")
-                 .join(side.select(F.col("id").alias("dst"), F.col(compare).alias("b")), "dst"))
-        scored = _with_jaccard(pairs, d, ("src", "dst"), "src string, dst string")
-        edges = scored.where(F.col("jaccard") >= d.threshold).select("src", "dst")
+        edges = verified_edges(edges, reps, files, d)
     components = connected_components(edges, d.max_rounds)
     members = components.labels.join(reps, components.labels["node"] == reps["id"]).select(
-        "id", F.col("component").alias("cluster_id"), F.col(compare).alias("a"), "_license_rank",
-        "stars", "alpha_fraction", "max_line_length", "path", "repo")
+        "id", F.col("component").alias("cluster_id"), F.col("signature").alias("a"),
+        "_license_rank", "stars", "alpha_fraction", "max_line_length", "path", "repo")
     by_cluster = Window.partitionBy("cluster_id").orderBy(*rank_order())
     members = members.withColumn("representative", F.first("id").over(by_cluster))
     rep_side = members.where(F.col("id") == F.col("representative")).select(
         "cluster_id", F.col("a").alias("b"))
     pairs = members.join(rep_side, "cluster_id")
-    return (_with_jaccard(pairs, d, ("id", "cluster_id", "representative"),
+    return (_with_jaccard(pairs, d, "signature", ("id", "cluster_id", "representative"),
                           "id string, cluster_id string, representative string"),
             components.rounds)
 
@@ -282,8 +351,8 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
     survivors = ranked.where((F.col("_exact_rn") == 1) & F.col("_error").isNull())
     if d.near:
         reps = survivors.where(F.col("signature").isNotNull()).select(
-            "id", "signature", "shingle_set", "_license_rank", *RANK_COLUMNS[1:])
-        near, _rounds = near_duplicates(reps, d)
+            "id", "signature", "_license_rank", *RANK_COLUMNS[1:])
+        near, _rounds = near_duplicates(reps, files, d)
         near = near.localCheckpoint(eager=True)
     else:
         near = spark.createDataFrame(
@@ -335,19 +404,26 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     decisions, clusters = _decisions(spark, cfg, files)
     # Join the decisions back to the full rows. Extra copies of one id (rare) are told apart by
     # the rank, in a window over just those rows; the first copy takes the id's decision.
-    joined = files.join(decisions, "id", "left")
-    copies = joined.where(F.col("_copies") > 1).withColumn(
+    # Every file's id is in the decisions. Broadcasting them (when few enough) reads the text
+    # once per write and never shuffles it; a shuffle join moves every file's text.
+    if decisions.count() <= cfg.dedup.broadcast_rows:
+        single = files.join(F.broadcast(decisions.where(F.col("_copies") == 1)), "id")
+        copies = files.join(F.broadcast(decisions.where(F.col("_copies") > 1)), "id")
+    else:
+        joined = files.join(decisions, "id")
+        single, copies = joined.where(F.col("_copies") == 1), joined.where(F.col("_copies") > 1)
+    copies = copies.withColumn(
         "_copy", F.row_number().over(Window.partitionBy("id").orderBy(
             license_rank().asc(), *rank_order()[1:])))
     extra = F.col("_copy") > 1
     copies = copies.select(
-        *[c for c in joined.columns if c not in ("_outcome", "_reason", "detail")],
+        *[c for c in single.columns if c not in ("_outcome", "_reason", "detail")],
         F.when(extra, F.lit(DROPPED)).otherwise(F.col("_outcome")).alias("_outcome"),
         F.when(extra, F.lit("exact_duplicate")).otherwise(F.col("_reason")).alias("_reason"),
         F.when(extra, F.to_json(F.struct(
             F.lit("exact").alias("kind"), F.col("content_hash").alias("cluster_id"),
             F.col("id").alias("representative")))).otherwise(F.col("detail")).alias("detail"))
-    decided = joined.where(F.col("_copies") == 1).unionByName(copies)
+    decided = single.unionByName(copies)
     quarantined = F.col("_outcome") == QUARANTINED
     decided = decided.select(
         *INPUT_COLUMNS, "content_hash", "_outcome", "_reason", "detail",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
@@ -137,7 +138,6 @@ def test_a_file_that_fails_to_hash_is_quarantined_not_fatal(monkeypatch):
     got = out[0].to_pylist()
     assert [r["_error"] for r in got] == [None, "hash_error: ValueError: cannot hash this"]
     assert got[0]["content_hash"] == content_hash(BASE) and len(got[0]["signature"]) == 1024
-    assert len(got[0]["shingle_set"]) == 4 * len(set(shingles(tokenize(BASE), 5)))
     assert got[1]["content_hash"] is None and got[1]["signature"] is None
     assert "text" not in out[0].schema.names
 
@@ -147,7 +147,55 @@ def _signed_schema(names):
              "language": pa.string(), "license": pa.string(), "stars": pa.int64(),
              "size_bytes": pa.int64(), "num_lines": pa.int64(), "alpha_fraction": pa.float64(),
              "avg_line_length": pa.float64(), "max_line_length": pa.int64(),
-             "content_hash": pa.string(), "signature": pa.binary(), "shingle_set": pa.binary(),
-             "shingles": pa.int64(),
+             "content_hash": pa.string(), "signature": pa.binary(), "shingles": pa.int64(),
              "_error": pa.string()}
     return pa.schema([pa.field(n, types[n]) for n in names])
+
+
+def test_shingle_sets_function_gives_each_files_distinct_sorted_hashes():
+    texts = [BASE, "", OTHER + OTHER]  # OTHER twice: its repeated shingles count once
+    batch = pa.RecordBatch.from_pylist([{"id": str(i), "text": t} for i, t in enumerate(texts)])
+    schema = pa.schema([("id", pa.string()), ("shingle_set", pa.binary())])
+    [out] = list(dedup._shingle_sets(make_config("unused").dedup, schema)(iter([batch])))
+    got = out.to_pylist()
+    assert [r["id"] for r in got] == ["0", "1", "2"]
+    for r, text in zip(got, texts):
+        values = np.frombuffer(r["shingle_set"], dtype="<u4")
+        assert np.all(np.diff(values.astype(np.int64)) > 0)  # sorted and distinct
+        assert len(values) == len(set(shingles(tokenize(text), 5)))
+
+
+def _sig(equal_to: np.ndarray | None, same: int) -> bytes:
+    """A signature that agrees with ``equal_to`` in exactly ``same`` of 256 positions."""
+    base = np.arange(256, dtype="<u4") + 1000
+    if equal_to is None:
+        return base.tobytes()
+    out = equal_to.copy()
+    out[same:] += 1
+    return out.tobytes()
+
+
+def test_estimates_decide_far_from_the_threshold_and_exact_sets_near_it(spark):
+    """Signatures are forged so the estimate and the texts disagree: an edge whose estimate is
+    within verify_margin of 0.7 must be decided by the texts, any other by the estimate."""
+    base = np.frombuffer(_sig(None, 0), dtype="<u4")
+    reps = spark.createDataFrame([
+        ("a", _sig(None, 0)),
+        ("b", _sig(base, 192)),  # estimate 0.75 vs a, texts unrelated: exact check drops it
+        ("c", _sig(base, 128)),  # estimate 0.50 vs a, texts equal: outside the margin, dropped
+        ("d", _sig(base, 243)),  # estimate 0.95 vs a, texts unrelated: outside, kept
+        ("e", _sig(base, 166)),  # estimate 0.65 vs a, texts equal: exact check keeps it
+    ], "id string, signature binary")
+    files = spark.createDataFrame(
+        [("a", BASE), ("b", OTHER), ("c", BASE), ("d", OTHER), ("e", BASE), ("a", BASE)],
+        "id string, text string")  # "a" twice: one id ingested twice
+    edges = spark.createDataFrame([(x, "a") for x in "bcde"], "src string, dst string")
+
+    def kept(*overrides):
+        d = make_config("unused", *overrides).dedup
+        return sorted(r["src"] for r in dedup.verified_edges(edges, reps, files, d).collect())
+
+    assert kept() == ["d", "e"]
+    assert kept("dedup.verify_margin=0") == ["b", "d"]  # the estimate alone
+    assert kept("dedup.verify=signature") == ["b", "d"]
+    assert kept("dedup.verify_margin=1") == ["c", "e"]  # every edge exact

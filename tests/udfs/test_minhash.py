@@ -117,6 +117,12 @@ def test_shingle_sets_and_their_jaccard():
     for i in range(len(docs)):
         want = np.unique(hashes[start[i]:start[i + 1]])
         assert np.array_equal(sets[i], want)
+    # documents without shingles, first, between and last, keep their (empty) place
+    i, j = [k for k in range(len(docs)) if len(sets[k]) > 10][:2]
+    data, offsets = M.encode_docs(["", docs[i], "{}", docs[j], ""])
+    values, sizes = M.distinct_shingles(*M.shingle_hashes(data, offsets, 5))
+    assert sizes.tolist() == [0, len(sets[i]), 0, len(sets[j]), 0]
+    assert np.array_equal(values, np.concatenate([sets[i], sets[j]]))
     pairs = [(8, 9), (10, 11), (0, 12), (1, 2), (3, 3), (1, 1), (6, 7)]
     want = [M.exact_jaccard(set(M.shingles(M.tokenize(docs[i]), 5)),
                             set(M.shingles(M.tokenize(docs[j]), 5))) for i, j in pairs]
