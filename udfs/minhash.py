@@ -35,8 +35,8 @@ Definitions (stated once, used by the stage, the tests and the benchmarks alike)
   MurmurHash3 finalizer, then ``a_k·h + b_k`` modulo 2^32 with odd ``a_k``; ``a`` and ``b`` are
   drawn from ``numpy.random.RandomState(seed)`` (``a = 2·randint(0, 2^31) + 1``, then
   ``b = randint(0, 2^32)``). We compute them rather than call datasketch per document because
-  datasketch hashes and permutes one document at a time; here a whole Arrow batch is permuted in
-  cache-sized blocks (measured in bench/dedup_speed).
+  datasketch hashes and permutes one document at a time; here a whole Arrow batch is permuted by
+  one compiled loop (``_min_permuted``; measured in bench/dedup_speed).
 - **Banding**: ``optimal_bands`` picks bands × rows minimizing the weighted integral of false
   positive and false negative probability of the S-curve ``1 − (1 − s^r)^b`` around the threshold
   (Leskovec, Rajaraman, Ullman, "Mining of Massive Datasets", ch. 3.4; the same objective as
@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numba
 import numpy as np
 
 HashName = Literal["poly", "sha1"]
@@ -58,9 +59,6 @@ HashName = Literal["poly", "sha1"]
 _TOKEN = re.compile(r"[A-Za-z0-9_\u0080-\U0010FFFF]+")
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the token-hash polynomial (golden ratio)
 _MAX32 = np.uint32(0xFFFFFFFF)
-# Shingle-permutation cells (shingles × permutations) worked on at once: 2^20 uint32 = 4 MiB keeps
-# the block in L2/L3 cache; larger blocks were slower, smaller ones paid numpy call overhead.
-_BLOCK_CELLS = 1 << 20
 
 
 def normalize_for_exact(text: str) -> str:
@@ -265,13 +263,36 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
+@numba.njit(cache=True)
+def _min_permuted(mixed: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray,
+                  out: np.ndarray) -> None:
+    """out[d, k] = min over document d's shingle hashes h of (a[k]·h + b[k]) mod 2^32.
+
+    Compiled with numba: one pass over the shingles, the permutation loop vectorized by LLVM. The
+    numpy form (a (perms × shingles) block from ``np.multiply.outer``, ``+= b``, then
+    ``np.minimum.reduceat``) makes three passes through memory and was 8x slower: 1.65 s against
+    0.2 s for the 7 M shingles of bench/dedup_speed's 65 MB (one core, bench/RESULTS.md).
+    """
+    start = 0
+    for d in range(counts.shape[0]):
+        row = out[d]
+        for i in range(start, start + counts[d]):
+            h = mixed[i]
+            for k in range(a.shape[0]):
+                v = np.uint32(a[k] * h + b[k])  # wraps modulo 2^32, as intended
+                if v < row[k]:
+                    row[k] = v
+        start += counts[d]
+
+
 @dataclass(frozen=True)
 class MinHasher:
     """Signatures of many documents at once.
 
     ``signatures(hashes, counts)`` takes the documents' shingle hashes (as ``shingle_hashes``
-    returns them) and returns a ``(len(counts), num_perm)`` uint32 matrix; a document without shingles gets a row of 2^32 − 1
-    (datasketch's empty MinHash) and should be left out of LSH by the caller.
+    returns them) and returns a ``(len(counts), num_perm)`` uint32 matrix; a document without
+    shingles gets a row of 2^32 − 1 (datasketch's empty MinHash) and should be left out of LSH by
+    the caller.
     """
 
     num_perm: int = 256
@@ -285,25 +306,9 @@ class MinHasher:
     def signatures(self, hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Signatures of documents whose shingle hashes are ``hashes``, ``counts[i]`` for doc i."""
         out = np.full((len(counts), self.num_perm), _MAX32, dtype=np.uint32)
-        if len(hashes) == 0:
-            return out
-        mixed = _fmix32(np.asarray(hashes, dtype=np.uint32))
-        owner = np.repeat(np.arange(len(counts)), counts)  # document of every shingle
-        rows = max(1, _BLOCK_CELLS // self.num_perm)
-        a, b = self._a, self._b[:, None]
-        for start in range(0, len(mixed), rows):
-            block = mixed[start:start + rows]
-            docs = owner[start:start + rows]
-            # (perms, shingles): reducing along the contiguous last axis was 3-7x faster than
-            # (shingles, perms) with reduceat over axis 0 (measured on 4096-shingle blocks)
-            permuted = np.multiply.outer(a, block)  # wraps modulo 2^32, as intended
-            permuted += b
-            # a document's shingles are contiguous: reduce each run, then merge runs that a
-            # block boundary split with the document's minimum so far
-            starts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
-            mins = np.minimum.reduceat(permuted, starts, axis=1)
-            ids = docs[starts]
-            out[ids] = np.minimum(out[ids], mins.T)
+        if len(hashes):
+            _min_permuted(_fmix32(np.asarray(hashes, dtype=np.uint32)),
+                          np.asarray(counts, dtype=np.int64), self._a, self._b, out)
         return out
 
     def signature(self, hashes: np.ndarray) -> np.ndarray:

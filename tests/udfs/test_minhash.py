@@ -55,12 +55,11 @@ def test_signatures_equal_datasketch(hash_name):
         assert np.array_equal(sigs[i], datasketch_signature(doc, hash_name)), repr(doc[:40])
 
 
-def test_chunk_and_block_boundaries_do_not_change_signatures(monkeypatch):
+def test_chunk_boundaries_do_not_change_signatures(monkeypatch):
     docs = corpus(40, seed=3)
     data, offsets = M.encode_docs(docs)
     whole = M.MinHasher(64, 5).signatures(*M.shingle_hashes(data, offsets, 3))
     monkeypatch.setattr(M, "_CHUNK_BYTES", 97)  # documents split over many text chunks
-    monkeypatch.setattr(M, "_BLOCK_CELLS", 64 * 7)  # a document's shingles over many blocks
     split = M.MinHasher(64, 5).signatures(*M.shingle_hashes(data, offsets, 3))
     assert np.array_equal(whole, split)
     for i in (0, 10, 39):
