@@ -26,9 +26,9 @@ Definitions (stated once, used by the stage, the tests and the benchmarks alike)
   64-bit finalizer of ``Σ c_j·Q^j mod 2^64`` over its UTF-8 bytes ``c_j`` (``Q`` = the 64-bit FNV
   prime), a shingle's hash is the low 32 bits of ``Σ t_k·P^(n-1-k) mod 2^64`` over its n token
   hashes (``P = 0x9E3779B97F4A7C15``). ``poly`` is hand-written because every token and shingle
-  hash of a batch comes out of a few numpy passes over the batch's UTF-8 buffer (prefix sums of the
-  byte polynomial), with no Python object per token: 60 MB/s per core against about 4 MB/s for
-  tokenizing with ``re`` and one SHA-1 call per shingle (bench/RESULTS.md). ``shingle_hash``
+  hash of a batch comes out of one compiled pass (numba) over the batch's UTF-8 buffer, with no
+  Python object per token: 170 MB/s per core against about 4 MB/s for tokenizing with ``re`` and
+  one SHA-1 call per shingle (bench/RESULTS.md). ``shingle_hash``
   gives the same value for one shingle's bytes, so datasketch takes it as its ``hashfunc``.
 - **Permutations**: datasketch ≥ 2.0's ``affine32`` scheme, so signatures equal
   ``datasketch.MinHash(num_perm, seed, hashfunc)`` exactly: the 32-bit hash is pre-mixed with the
@@ -102,9 +102,7 @@ _WORD_BYTE = np.zeros(256, dtype=bool)
 for _lo, _hi in ((ord("0"), ord("9")), (ord("A"), ord("Z")), (ord("a"), ord("z")), (0x80, 0xFF)):
     _WORD_BYTE[_lo:_hi + 1] = True
 _WORD_BYTE[ord("_")] = True
-_Q = 0x100000001B3  # odd multiplier of the byte polynomial (the 64-bit FNV prime)
-_Q_INV = pow(_Q, -1, 1 << 64)
-_CHUNK_BYTES = 1 << 20  # text per numpy pass: 1 MiB beat 256 KiB-8 MiB (8 MiB paid page faults)
+_Q = np.uint64(0x100000001B3)  # odd multiplier of the byte polynomial (the 64-bit FNV prime)
 
 
 def sha1_hash32(data: bytes) -> int:
@@ -123,85 +121,76 @@ def encode_docs(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets
 
 
-def _fmix64(h: np.ndarray) -> np.ndarray:
+@numba.njit(cache=True)
+def _fmix64(h: np.uint64) -> np.uint64:
     """MurmurHash3's 64-bit finalizer (Appleby), a bijection with full avalanche."""
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
     return h ^ (h >> np.uint64(33))
 
 
-class _Powers:
-    """Q^i and Q^-i modulo 2^64 for i < n, grown on demand and shared by all calls."""
+@numba.njit(cache=True)
+def _poly_shingles(data: np.ndarray, offsets: np.ndarray, ngram: int,
+                   word: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``poly`` shingle hashes of every document, in order, and the count per document.
 
-    q = np.zeros(0, dtype=np.uint64)
-    q_inv = np.zeros(0, dtype=np.uint64)
-
-    @classmethod
-    def upto(cls, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(cls.q) < n:
-            size = max(n, 2 * len(cls.q), 1 << 16)
-            for name, base in (("q", _Q), ("q_inv", _Q_INV)):
-                arr = np.full(size, base, dtype=np.uint64)
-                arr[0] = 1
-                setattr(cls, name, np.cumprod(arr))  # wraps modulo 2^64, as intended
-        return cls.q[:n], cls.q_inv[:n]
-
-
-def _token_hashes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(token hash, owning document) of every token in the chunk, in order."""
-    n = len(data)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    word = _WORD_BYTE[data]
-    before = np.r_[False, word[:-1]]  # is the previous byte a word byte, within the same doc?
-    after = np.r_[word[1:], False]
-    inner = offsets[1:-1]
-    inner = inner[(inner > 0) & (inner < n)]
-    before[inner] = False
-    after[inner - 1] = False
-    starts = np.flatnonzero(word & ~before)
-    ends = np.flatnonzero(word & ~after) + 1
-    q, q_inv = _Powers.upto(n)
-    prefix = np.zeros(n + 1, dtype=np.uint64)
-    np.cumsum(np.multiply(data, q), out=prefix[1:])  # Σ c_i·Q^i, wrapping
-    raw = (prefix[ends] - prefix[starts]) * q_inv[starts]  # Σ c_j·Q^j over each token's bytes
-    owner = np.searchsorted(offsets, starts, side="right") - 1
-    return _fmix64(raw), owner
-
-
-def _poly(token_hashes: np.ndarray, width: int, n: int) -> np.ndarray:
-    """Σ t_(i+k)·P^(n-1-k) mod 2^64 for every window start i < width."""
-    acc = token_hashes[:width].copy()
-    for k in range(1, n):
-        acc *= _P  # wraps modulo 2^64, as intended
-        acc += token_hashes[k:k + width]
-    return acc
-
-
-def _chunk_shingles(data, offsets, ngram) -> tuple[np.ndarray, np.ndarray]:
-    tokens, owner = _token_hashes(data, offsets)
-    docs = len(offsets) - 1
-    counts = np.bincount(owner, minlength=docs)
-    parts, part_owner = [], []
-    if len(tokens) >= ngram:
-        width = len(tokens) - ngram + 1
-        inside = owner[:width] == owner[ngram - 1:ngram - 1 + width]
-        parts.append(_poly(tokens, width, ngram)[inside])
-        part_owner.append(owner[:width][inside])
-    short = np.flatnonzero((counts > 0) & (counts < ngram))
-    if len(short):
-        first = np.searchsorted(owner, short)
-        parts.append(np.array([_poly(tokens[f:f + c], 1, c)[0]
-                               for f, c in zip(first, counts[short])], dtype=np.uint64))
-        part_owner.append(short)
-    if not parts:
-        return np.zeros(0, dtype=np.uint32), np.zeros(docs, dtype=np.int64)
-    hashes, which = np.concatenate(parts), np.concatenate(part_owner)
-    order = np.argsort(which, kind="stable")
-    per_doc = np.bincount(which, minlength=docs)
-    return (hashes[order] & np.uint64(0xFFFFFFFF)).astype(np.uint32), per_doc
+    Compiled with numba: one pass to count each document's tokens, one to hash them, keeping the
+    last ``ngram`` token hashes in a ring. The numpy form of the same definition (prefix sums of
+    the byte polynomial over 1 MiB chunks) took 1.31 s against 0.38 s for bench/dedup_speed's
+    65 MB on one core (bench/RESULTS.md).
+    """
+    docs = offsets.shape[0] - 1
+    counts = np.zeros(docs, np.int64)
+    most = 0
+    for d in range(docs):
+        inside = False
+        tokens = 0
+        for i in range(offsets[d], offsets[d + 1]):
+            w = word[data[i]]
+            if w and not inside:
+                tokens += 1
+            inside = w
+        most = max(most, tokens)
+        counts[d] = tokens - ngram + 1 if tokens >= ngram else min(tokens, 1)
+    out = np.empty(counts.sum(), np.uint32)
+    ring = np.empty(max(1, min(ngram, most)), np.uint64)
+    size = ring.shape[0]
+    low = np.uint64(0xFFFFFFFF)
+    pos = 0
+    for d in range(docs):
+        seen = 0
+        h = np.uint64(0)
+        power = np.uint64(1)
+        inside = False
+        end = offsets[d + 1]
+        for i in range(offsets[d], end + 1):  # one step past the end closes the last token
+            w = i < end and word[data[i]]
+            if w:
+                if not inside:
+                    h = np.uint64(0)
+                    power = np.uint64(1)
+                h += np.uint64(data[i]) * power  # Σ c_j·Q^j, wrapping modulo 2^64
+                power *= _Q
+                inside = True
+            elif inside:
+                ring[seen % size] = _fmix64(h)
+                seen += 1
+                inside = False
+                if seen >= ngram:
+                    acc = np.uint64(0)
+                    for k in range(seen - ngram, seen):
+                        acc = acc * _P + ring[k % size]
+                    out[pos] = np.uint32(acc & low)
+                    pos += 1
+        if 0 < seen < ngram:  # a short document: one shingle of all its tokens
+            acc = np.uint64(0)
+            for k in range(seen):
+                acc = acc * _P + ring[k]
+            out[pos] = np.uint32(acc & low)
+            pos += 1
+    return out, counts
 
 
 def shingle_hashes(data: np.ndarray, offsets: np.ndarray, ngram: int = 5,
@@ -218,19 +207,10 @@ def shingle_hashes(data: np.ndarray, offsets: np.ndarray, ngram: int = 5,
                       "utf-8", "surrogatepass")), ngram)] for i in range(docs)]
         flat = np.fromiter((h for hs in lists for h in hs), dtype=np.uint32)
         return flat, np.array([len(hs) for hs in lists], dtype=np.int64)
-    out, counts = [], []
-    i = 0
-    while i < docs:  # chunks of whole documents, about _CHUNK_BYTES of text each
-        j = max(i + 1, int(np.searchsorted(offsets, offsets[i] + _CHUNK_BYTES, side="right")) - 1)
-        j = min(j, docs)
-        base = offsets[i]
-        hashes, per_doc = _chunk_shingles(data[base:offsets[j]], offsets[i:j + 1] - base, ngram)
-        out.append(hashes)
-        counts.append(per_doc)
-        i = j
-    if not out:
+    if docs == 0:
         return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.int64)
-    return np.concatenate(out), np.concatenate(counts)
+    return _poly_shingles(np.asarray(data, dtype=np.uint8), np.asarray(offsets, dtype=np.int64),
+                          ngram, _WORD_BYTE)
 
 
 def shingle_hash(shingle: bytes, hash_name: HashName = "poly") -> int:
