@@ -14,7 +14,12 @@ node: no edge points to a node that itself points somewhere, and no node points 
 each edge (u, m) says "u belongs to the component of m" and the component's id is its smallest node
 id, so the labelling is deterministic. Each round's edges are checkpointed (``localCheckpoint``) to
 cut the plan's lineage, which otherwise doubles every round. Nothing is collected to the driver but
-the convergence counts. No GraphFrames: its connectedComponents needs a reliable checkpoint
+the convergence counts.
+
+A graph of at most ``one_task_edges`` edges skips the rounds: its edges go to one executor task,
+which labels them with ``udfs.components`` (scipy) — the same labels. Each round costs two
+shuffles and their jobs' fixed latency whatever the graph's size: the 4× dedup bench's 33,698
+candidate edges took 4.5 s in 3 rounds and 0.6 s in one task (local[2], bench/RESULTS.md). No GraphFrames: its connectedComponents needs a reliable checkpoint
 directory and a Spark-version-matched jar, and the algorithm is a few joins.
 """
 
@@ -72,15 +77,42 @@ def _violations(e: DataFrame) -> int:
     return chained.select("u").unionByName(forked.select("u")).count()  # one job
 
 
-def connected_components(edges: DataFrame, max_rounds: int = 40) -> Components:
+def _in_one_task(e: DataFrame) -> DataFrame:
+    """(node, component) of the oriented edges ``e``, computed by one task (udfs.components)."""
+    from pyspark.sql.types import StructField, StructType
+
+    kind = e.schema["u"].dataType
+    schema = StructType([StructField("node", kind, False), StructField("component", kind, False)])
+
+    def run(batches):
+        import pyarrow as pa
+
+        from udfs.components import smallest_node_labels
+
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        nodes, components = smallest_node_labels(table.column("u").combine_chunks(),
+                                                 table.column("v").combine_chunks())
+        yield pa.RecordBatch.from_arrays([nodes, components], names=["node", "component"])
+
+    return e.repartition(1).mapInArrow(run, schema)
+
+
+def connected_components(edges: DataFrame, max_rounds: int = 40,
+                         one_task_edges: int = 0) -> Components:
     """Label every node of a non-loop edge in ``edges`` (columns ``src``, ``dst``; any orderable type).
 
-    Raises ComponentsDidNotConverge after ``max_rounds`` rounds without convergence, so a caller
-    never writes a half-merged clustering.
+    Up to ``one_task_edges`` distinct edges are labelled in one task (``rounds`` is then 0); more
+    go through the rounds. Raises ComponentsDidNotConverge after ``max_rounds`` rounds without
+    convergence, so a caller never writes a half-merged clustering.
     """
     from pyspark.sql import functions as F
 
     e = _oriented(edges).localCheckpoint(eager=True)
+    if one_task_edges and e.count() <= one_task_edges:
+        return Components(labels=_in_one_task(e), rounds=0)
     rounds = 0
     while _violations(e) > 0:
         if rounds == max_rounds:

@@ -104,6 +104,9 @@ class DedupSettings(_Strict):
     all_pairs_bucket: with verification, LSH buckets of up to this many files link every pair
     (at most n(n-1)/2 edges), larger ones link each file to the bucket's smallest id only.
     max_rounds: connected-components rounds before the stage fails.
+    one_task_edges: a candidate graph of up to this many edges (about 150 bytes each) gets its
+    connected components in one executor task (scipy) instead of large-star/small-star rounds
+    across the cluster; the labels are the same. 0: always the rounds.
     broadcast_rows: up to this many files (about 200 bytes each), their decisions are broadcast to
     the executors to be joined back to the text; more, and the text is shuffled to them instead.
     """
@@ -122,6 +125,7 @@ class DedupSettings(_Strict):
     verify_margin: float = Field(0.15, ge=0.0, le=1.0)
     all_pairs_bucket: int = Field(64, ge=2, le=256)
     max_rounds: int = Field(40, ge=1)
+    one_task_edges: int = Field(1_000_000, ge=0)
     broadcast_rows: int = Field(500_000, ge=0)
 
     @model_validator(mode="after")

@@ -12,8 +12,9 @@
    if the two files' Jaccard similarity is ≥ ``dedup.threshold``: estimated from the signatures,
    and with ``exact`` (default) recomputed exactly on the two files' shingle-hash sets when the
    estimate is within ``dedup.verify_margin`` of the threshold (``verified_edges``). Without
-   verification every bucket is a star. ``jobs.components`` then finds the connected components
-   on the cluster. A component's id is its smallest file id, so two runs give identical tables.
+   verification every bucket is a star. ``jobs.components`` then finds the connected components:
+   large-star/small-star rounds on the cluster, or one executor task when the graph has at most
+   ``dedup.one_task_edges`` edges (the same labels, without the rounds' fixed costs). A component's id is its smallest file id, so two runs give identical tables.
    Each component keeps its first file by rank; the others are dropped as ``near_duplicate``.
 4. Every dropped file goes to silver.rejects with ``detail`` = JSON of its cluster (kind, cluster
    id, representative, Jaccard to the representative), and every cluster of two or more files to
@@ -53,7 +54,7 @@ from jobs.stage import (  # noqa: E402
 from udfs.licenses import PERMISSIVENESS, permissiveness_rank  # noqa: E402
 from udfs.minhash import (  # noqa: E402
     MinHasher,
-    content_hash,
+    content_hashes,
     distinct_shingles,
     estimated_jaccard,
     set_jaccards,
@@ -115,8 +116,7 @@ def _sign(d: DedupSettings, schema: pa.Schema):
     import numpy as np
     import pyarrow as pa
 
-    def signatures(texts: pa.Array, hasher: MinHasher):
-        data, offsets = _buffers(texts)
+    def signatures(data: np.ndarray, offsets: np.ndarray, hasher: MinHasher):
         hashes, counts = shingle_hashes(data, offsets, d.ngram, d.hash)
         return hasher.signatures(hashes, counts), counts
 
@@ -126,23 +126,26 @@ def _sign(d: DedupSettings, schema: pa.Schema):
             texts = batch.column("text")
             n = batch.num_rows
             errors: list[str | None] = [None] * n
-            hashes: list[str | None] = [None] * n
-            for i, text in enumerate(texts.to_pylist()):
-                try:
-                    hashes[i] = content_hash(text or "")
-                except Exception as exc:  # noqa: BLE001 - quarantine the file, not the job
-                    errors[i] = f"hash_error: {type(exc).__name__}: {exc}"
             try:
-                sigs, counts = signatures(texts, hasher)
+                data, offsets = _buffers(texts)
+                hashes = content_hashes(data, offsets)
+                sigs, counts = signatures(data, offsets, hasher)
             except Exception:  # noqa: BLE001 - find the file that raised, one at a time
+                hashes = [None] * n
                 sigs = np.zeros((n, d.num_perm), dtype=np.uint32)
                 counts = np.zeros(n, dtype=np.int64)
                 for i in range(n):
+                    one = _buffers(texts.slice(i, 1))
                     try:
-                        s, c = signatures(texts.slice(i, 1), hasher)
+                        [hashes[i]] = content_hashes(*one)
+                    except Exception as exc:  # noqa: BLE001 - quarantine the file, not the job
+                        errors[i] = f"hash_error: {type(exc).__name__}: {exc}"
+                        continue
+                    try:
+                        s, c = signatures(*one, hasher)
                         sigs[i], counts[i] = s[0], c[0]
                     except Exception as exc:  # noqa: BLE001
-                        errors[i] = errors[i] or f"minhash_error: {type(exc).__name__}: {exc}"
+                        errors[i] = f"minhash_error: {type(exc).__name__}: {exc}"
             ok = (counts > 0) & np.array([e is None for e in errors], dtype=bool)
             signature = _binary_column(
                 np.ascontiguousarray(sigs[ok], dtype="<u4").view(np.uint8).ravel(),
@@ -311,7 +314,7 @@ def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tupl
     edges = buckets.select(F.explode(F.expr(star)).alias("e")).select("e.src", "e.dst").distinct()
     if d.verify != "none":
         edges = verified_edges(edges, reps, files, d)
-    components = connected_components(edges, d.max_rounds)
+    components = connected_components(edges, d.max_rounds, d.one_task_edges)
     members = components.labels.join(reps, components.labels["node"] == reps["id"]).select(
         "id", F.col("component").alias("cluster_id"), F.col("signature").alias("a"),
         "_license_rank", "stars", "alpha_fraction", "max_line_length", "path", "repo")

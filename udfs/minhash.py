@@ -72,6 +72,92 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(normalize_for_exact(text).encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# Code points for which str.isspace() is true: what str.rstrip() strips (checked by a test).
+_SPACE_CODES = np.array([0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0,
+                         0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000],
+                        dtype=np.int64)
+
+
+@numba.njit(cache=True)
+def _space_before(data: np.ndarray, start: int, end: int, spaces: np.ndarray) -> int:
+    """Length in bytes of the whitespace character that ends at ``end`` (0 if none)."""
+    last = data[end - 1]
+    if last < 0x80:
+        for s in spaces:
+            if s == last:
+                return 1
+        return 0
+    lead = end - 1  # back over continuation bytes (10xxxxxx) to the lead byte, at most 3
+    while lead > start and end - lead < 4 and data[lead] & 0xC0 == 0x80:
+        lead -= 1
+    width = end - lead
+    first = data[lead]
+    if width == 2 and first & 0xE0 == 0xC0:
+        code = (np.int64(first & 0x1F) << 6) | (data[lead + 1] & 0x3F)
+    elif width == 3 and first & 0xF0 == 0xE0:
+        code = ((np.int64(first & 0x0F) << 12) | (np.int64(data[lead + 1] & 0x3F) << 6)
+                | (data[lead + 2] & 0x3F))
+    else:
+        return 0  # no whitespace character is 1 or 4 bytes long above ASCII
+    for s in spaces:
+        if s == code:
+            return width
+    return 0
+
+
+@numba.njit(cache=True)
+def _normalized(data: np.ndarray, offsets: np.ndarray,
+                spaces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``normalize_for_exact`` of every document, on UTF-8 bytes: (bytes, offsets).
+
+    Bytes are copied as they are scanned; at each line end the copy's trailing whitespace is cut.
+    """
+    out = np.empty(offsets[-1] - offsets[0], dtype=np.uint8)  # never longer than the input
+    out_offsets = np.zeros(len(offsets), dtype=np.int64)
+    w = 0
+    for doc in range(len(offsets) - 1):
+        end = offsets[doc + 1]
+        line = w  # where the current line starts in ``out``
+        r = offsets[doc]
+        while r <= end:
+            c = data[r] if r < end else np.uint8(10)  # the text's end closes its last line
+            if c == 10 or c == 13:
+                while w > line:
+                    width = _space_before(out, line, w, spaces)
+                    if width == 0:
+                        break
+                    w -= width
+                if r == end:
+                    break
+                out[w] = 10
+                w += 1
+                line = w
+                if c == 13 and r + 1 < end and data[r + 1] == 10:
+                    r += 1
+            else:
+                out[w] = c
+                w += 1
+            r += 1
+        while w > out_offsets[doc] and out[w - 1] == 10:  # trailing blank lines
+            w -= 1
+        out_offsets[doc + 1] = w
+    return out[:w], out_offsets
+
+
+def content_hashes(data: np.ndarray, offsets: np.ndarray) -> list[str]:
+    """``content_hash`` of every document in a UTF-8 buffer (``encode_docs``' layout): the
+    normalization in one compiled pass, then one SHA-256 call per document. Hand-written instead of
+    ``content_hash`` per string because that spent more time making Python strings and splitting
+    their lines than the MinHash took (0.68 s against 0.77 s for 65 MB, measured).
+    """
+    if len(offsets) == 0 or offsets[-1] > len(data) or np.any(np.diff(offsets) < 0):
+        raise ValueError("offsets must ascend and stay inside the data")  # no bounds checks
+    normal, bounds = _normalized(data, offsets, _SPACE_CODES)
+    view = memoryview(normal)
+    return [hashlib.sha256(view[bounds[i]:bounds[i + 1]]).hexdigest()
+            for i in range(len(bounds) - 1)]
+
+
 def tokenize(text: str, lowercase: bool = False) -> list[str]:
     """Identifier/keyword/number tokens of code, in order."""
     return _TOKEN.findall(text.lower() if lowercase else text)

@@ -13,7 +13,7 @@ from jobs import dedup
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline import run_pipeline
 from tests.conftest import make_config
-from udfs.minhash import content_hash, shingles, tokenize
+from udfs.minhash import content_hash, content_hashes, shingles, tokenize
 from udfs.records import file_id
 
 BASE = "def pipeline(alpha, beta):\n" + "".join(
@@ -125,12 +125,12 @@ def test_exact_only_signature_verification_and_explicit_banding(spark, silver):
 
 
 def test_a_file_that_fails_to_hash_is_quarantined_not_fatal(monkeypatch):
-    def fragile(text):
-        if "boom" in text:
+    def fragile(data, offsets):
+        if b"boom" in data[offsets[0]:offsets[-1]].tobytes():
             raise ValueError("cannot hash this")
-        return content_hash(text)
+        return content_hashes(data, offsets)
 
-    monkeypatch.setattr(dedup, "content_hash", fragile)
+    monkeypatch.setattr(dedup, "content_hashes", fragile)
     names = [c.split(" ")[0] for c in dedup.SIGNED_SCHEMA.split(", ")]
     rows = [row("r", "ok.py", BASE), row("r", "bad.py", "boom = 1")]
     batch = pa.RecordBatch.from_pylist(rows)

@@ -168,6 +168,22 @@ def test_exact_normalization():
     assert M.content_hash("x = 1") != M.content_hash("\nx = 1")  # leading lines are content
 
 
+def test_batch_content_hashes_equal_the_per_string_definition():
+    # the compiled pass must strip exactly what str.rstrip() strips, for every width of UTF-8
+    assert sorted(M._SPACE_CODES.tolist()) == [c for c in range(0x110000) if chr(c).isspace()]
+    pieces = ["a", "b", " ", "\t", "\n", "\r", "\r\n", "é", "\u3000", "\x85", "\xa0",
+              "\u2028", "\x0b", "\x1c", "😀", "\u2009", "\u200b", "\u0300", "x\u2000", "\u1680"]
+    rng = random.Random(11)
+    texts = ["", "\n", "\r", " \n \n", "a\r\n", "a\r\r\n", "\u3000", "é\u3000\r\n"] + [
+        "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30))) for _ in range(5000)]
+    data, offsets = M.encode_docs(texts)
+    assert M.content_hashes(data, offsets) == [M.content_hash(t) for t in texts]
+    # a slice of the buffer (an Arrow slice's offsets do not start at 0)
+    assert M.content_hashes(data, offsets[3:6]) == [M.content_hash(t) for t in texts[3:5]]
+    with pytest.raises(ValueError, match="inside the data"):
+        M.content_hashes(data[:1], offsets[:10])
+
+
 def test_permissiveness_rank():
     order = ["cc0-1.0", "mit", "bsd-3-clause", "apache-2.0", "psf-2.0", "lgpl-3.0", "gpl-3.0",
              "wtfpl", None]
