@@ -3,7 +3,9 @@
 - **codemill**: the dedup stage (``codemill stage dedup``: signatures, exact and near clusters,
   connected components, and writing silver.unique_files / dup_clusters / rejects / ledger to Delta)
   on Spark local[2], timed inside one warm session, so JVM start-up is not counted; the first run
-  of the session is also reported ("cold").
+  of the session is also reported ("cold"). ``codemill_no_writes``: the same run with
+  ``dry_run`` — every decision computed and counted (signatures, clusters, the ledger's tally), no
+  Delta table written — which does the same work as the datasketch column.
 - **datasketch**, one process: the same normalized content hash for exact duplicates, then per file
   ``tokenize`` → 5-gram shingles → ``MinHash.update_batch`` (its default SHA-1 hash), insert into
   ``MinHashLSH(threshold=0.7, num_perm=256)``, query every file and union the candidates. No
@@ -141,12 +143,16 @@ def main() -> int:
         codemill = {"seconds": runs[-1], "cores": 2, "kept": report.rows_out,
                     "cold_seconds": runs[0] if first else None}
         first = False
+        started = time.perf_counter()
+        [dry] = run_pipeline(cfg, ["dedup"], dry_run=True, spark=spark).reports
+        no_writes = {"seconds": time.perf_counter() - started, "cores": 2, "kept": dry.rows_out}
         texts = table.column("text").to_pylist()
         row = {"scale": factor, "files": table.num_rows, "mb": round(mb, 1),
-               "codemill": codemill, "datasketch": run_datasketch(texts)}
+               "codemill": codemill, "codemill_no_writes": no_writes,
+               "datasketch": run_datasketch(texts)}
         if args.text_dedup_python:
             row["text_dedup"] = run_text_dedup(args.text_dedup_python, texts)
-        for name in ("codemill", "datasketch", "text_dedup"):
+        for name in ("codemill", "codemill_no_writes", "datasketch", "text_dedup"):
             r = row.get(name)
             if r and "seconds" in r:
                 r["mb_per_s_per_core"] = round(mb / r["seconds"] / r["cores"], 2)
@@ -154,6 +160,8 @@ def main() -> int:
         ds = row["datasketch"]["mb_per_s_per_core"]
         row["ratio_codemill_vs_datasketch_per_core"] = round(
             row["codemill"]["mb_per_s_per_core"] / ds, 2)
+        row["ratio_codemill_no_writes_vs_datasketch_per_core"] = round(
+            row["codemill_no_writes"]["mb_per_s_per_core"] / ds, 2)
         if "mb_per_s_per_core" in row.get("text_dedup", {}):
             row["ratio_codemill_vs_text_dedup_per_core"] = round(
                 row["codemill"]["mb_per_s_per_core"] / row["text_dedup"]["mb_per_s_per_core"], 2)

@@ -344,17 +344,20 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
     from pyspark.sql import functions as F
 
     d = cfg.dedup
-    signed = files.mapInArrow(_sign(d, arrow_schema(SIGNED_SCHEMA)), SIGNED_SCHEMA)
-    same_id = Window.partitionBy("id")
+    group = F.coalesce("content_hash", F.concat(F.lit("error:"), "id"))
+    # Copies of one id have one text (the id hashes it), so one content hash: after one shuffle by
+    # the hash both windows below find their rows in place (a window by id alone shuffled again).
+    signed = (files.mapInArrow(_sign(d, arrow_schema(SIGNED_SCHEMA)), SIGNED_SCHEMA)
+              .withColumn("_group", group).repartition("_group"))
+    same_id = Window.partitionBy("_group", "id")
     narrow = (signed.withColumn("_license_rank", license_rank())
               .withColumn("_copies", F.count(F.lit(1)).over(same_id))
               .withColumn("_copy", F.row_number().over(same_id.orderBy(*rank_order())))
               .where(F.col("_copy") == 1))
-    group = F.coalesce("content_hash", F.concat(F.lit("error:"), "id"))
-    exact = Window.partitionBy(group).orderBy(*rank_order())
+    exact = Window.partitionBy("_group").orderBy(*rank_order())
     ranked = (narrow.withColumn("_exact_rn", F.row_number().over(exact))
               .withColumn("_exact_rep", F.first("id").over(exact))
-              .withColumn("_exact_size", F.sum("_copies").over(Window.partitionBy(group)))
+              .withColumn("_exact_size", F.sum("_copies").over(Window.partitionBy("_group")))
               .localCheckpoint(eager=True))  # signed once; later passes reuse it
     survivors = ranked.where((F.col("_exact_rn") == 1) & F.col("_error").isNull())
     if d.near:
@@ -411,27 +414,32 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     files = inputs["silver.files"].select(*INPUT_COLUMNS)
     decisions, clusters = _decisions(spark, cfg, files)
     # Join the decisions back to the full rows. Extra copies of one id (rare) are told apart by
-    # the rank, in a window over just those rows; the first copy takes the id's decision.
+    # the rank, in a window over just those rows; the first copy takes the id's decision. Without
+    # such ids (the usual case) that branch is left out: it scanned the files once more per write.
     # Every file's id is in the decisions. Broadcasting them (when few enough) reads the text
     # once per write and never shuffles it; a shuffle join moves every file's text.
+    with_copies = F.col("_copies") > 1
+    any_copies = decisions.where(with_copies).limit(1).count() > 0
     if decisions.count() <= cfg.dedup.broadcast_rows:
-        single = files.join(F.broadcast(decisions.where(F.col("_copies") == 1)), "id")
-        copies = files.join(F.broadcast(decisions.where(F.col("_copies") > 1)), "id")
+        single = files.join(F.broadcast(decisions.where(~with_copies)), "id")
+        copies = files.join(F.broadcast(decisions.where(with_copies)), "id")
     else:
         joined = files.join(decisions, "id")
-        single, copies = joined.where(F.col("_copies") == 1), joined.where(F.col("_copies") > 1)
-    copies = copies.withColumn(
-        "_copy", F.row_number().over(Window.partitionBy("id").orderBy(
-            license_rank().asc(), *rank_order()[1:])))
-    extra = F.col("_copy") > 1
-    copies = copies.select(
-        *[c for c in single.columns if c not in ("_outcome", "_reason", "detail")],
-        F.when(extra, F.lit(DROPPED)).otherwise(F.col("_outcome")).alias("_outcome"),
-        F.when(extra, F.lit("exact_duplicate")).otherwise(F.col("_reason")).alias("_reason"),
-        F.when(extra, F.to_json(F.struct(
-            F.lit("exact").alias("kind"), F.col("content_hash").alias("cluster_id"),
-            F.col("id").alias("representative")))).otherwise(F.col("detail")).alias("detail"))
-    decided = single.unionByName(copies)
+        single, copies = joined.where(~with_copies), joined.where(with_copies)
+    decided = single
+    if any_copies:
+        copies = copies.withColumn(
+            "_copy", F.row_number().over(Window.partitionBy("id").orderBy(
+                license_rank().asc(), *rank_order()[1:])))
+        extra = F.col("_copy") > 1
+        copies = copies.select(
+            *[c for c in single.columns if c not in ("_outcome", "_reason", "detail")],
+            F.when(extra, F.lit(DROPPED)).otherwise(F.col("_outcome")).alias("_outcome"),
+            F.when(extra, F.lit("exact_duplicate")).otherwise(F.col("_reason")).alias("_reason"),
+            F.when(extra, F.to_json(F.struct(
+                F.lit("exact").alias("kind"), F.col("content_hash").alias("cluster_id"),
+                F.col("id").alias("representative")))).otherwise(F.col("detail")).alias("detail"))
+        decided = single.unionByName(copies)
     quarantined = F.col("_outcome") == QUARANTINED
     decided = decided.select(
         *INPUT_COLUMNS, "content_hash", "_outcome", "_reason", "detail",
