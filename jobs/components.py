@@ -19,8 +19,10 @@ the convergence counts.
 A graph of at most ``one_task_edges`` edges skips the rounds: its edges go to one executor task,
 which labels them with ``udfs.components`` (scipy) — the same labels. Each round costs two
 shuffles and their jobs' fixed latency whatever the graph's size: the 4× dedup bench's 33,698
-candidate edges took 4.5 s in 3 rounds and 0.6 s in one task (local[2], bench/RESULTS.md). No GraphFrames: its connectedComponents needs a reliable checkpoint
-directory and a Spark-version-matched jar, and the algorithm is a few joins.
+candidate edges took 4.5 s in 3 rounds and 0.6 s in one task (local[2], bench/RESULTS.md).
+
+No GraphFrames: its connectedComponents needs a reliable checkpoint directory and a
+Spark-version-matched jar, and the algorithm is a few joins.
 """
 
 from __future__ import annotations

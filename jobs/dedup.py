@@ -6,15 +6,17 @@
 2. **Exact duplicates**: files with one ``content_hash`` keep the first by the *rank* below; the
    others are dropped as ``exact_duplicate``.
 3. **Near duplicates** among the exact survivors: each signature is cut into ``bands`` keys of
-   ``rows`` values (binary, grouped by their 64-bit hash); files that share a key form a bucket. With verification
-   (``dedup.verify``, default ``exact``), a bucket of up to ``all_pairs_bucket`` files proposes
-   every pair and a larger one star edges to its smallest file id; a proposed edge survives only
-   if the two files' Jaccard similarity is ≥ ``dedup.threshold``: estimated from the signatures,
-   and with ``exact`` (default) recomputed exactly on the two files' shingle-hash sets when the
-   estimate is within ``dedup.verify_margin`` of the threshold (``verified_edges``). Without
-   verification every bucket is a star. ``jobs.components`` then finds the connected components:
+   ``rows`` values (binary, grouped by their 64-bit hash); files that share a key form a bucket.
+   With verification (``dedup.verify``, default ``exact``), a bucket of up to
+   ``all_pairs_bucket`` files proposes every pair and a larger one star edges to its smallest
+   file id; a proposed edge survives only if the two files' Jaccard similarity is
+   ≥ ``dedup.threshold``: estimated from the signatures, and with ``exact`` (default) recomputed
+   exactly on the two files' shingle-hash sets when the estimate is within
+   ``dedup.verify_margin`` of the threshold (``verified_edges``). Without verification every
+   bucket is a star. ``jobs.components`` then finds the connected components:
    large-star/small-star rounds on the cluster, or one executor task when the graph has at most
-   ``dedup.one_task_edges`` edges (the same labels, without the rounds' fixed costs). A component's id is its smallest file id, so two runs give identical tables.
+   ``dedup.one_task_edges`` edges (the same labels, without the rounds' fixed costs). A
+   component's id is its smallest file id, so two runs give identical tables.
    Each component keeps its first file by rank; the others are dropped as ``near_duplicate``.
 4. Every dropped file goes to silver.rejects with ``detail`` = JSON of its cluster (kind, cluster
    id, representative, Jaccard to the representative), and every cluster of two or more files to

@@ -102,7 +102,7 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]])
     """Write a stage's tables ({table: (frame, replace_where)}) side by side, one driver thread
     each, and return their new versions. The tables are distinct, so the Delta commits cannot
     conflict; a stage's writes overlap each other's planning, commits and single-task tails
-    (dedup at 4x the bench corpus: 12.6 s of writes one after another, 8.2 s side by side, measured).
+    (dedup at 4x the bench corpus: 12.6 s of writes one after another, 8.2 s side by side).
     The first failure is raised once all have finished."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -6,7 +6,8 @@ Definitions (stated once, used by the stage, the tests and the benchmarks alike)
 
 - **Exact-duplicate normalization** (``normalize_for_exact``): line endings become ``\\n``,
   trailing whitespace (``str.rstrip``) is removed from every line, and trailing blank lines at
-  the end of the file are removed. ``content_hash`` is the SHA-256 of the normalized text in UTF-8.
+  the end of the file are removed. ``content_hash`` is the SHA-256 of the normalized text in UTF-8;
+  ``content_hashes`` gives the same for a whole batch (normalization in one compiled pass).
 - **Tokens** (``tokenize``): maximal runs of ASCII letters, digits, ``_`` and non-ASCII
   characters, i.e. identifiers, keywords and numbers; ASCII operators, punctuation and whitespace
   separate tokens and are dropped. This follows BigCode's near-deduplication of The Stack

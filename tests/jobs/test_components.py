@@ -27,7 +27,8 @@ def labels(spark, edges, kind="long", max_rounds=40, one_task_edges=0):
 
 
 ROUNDS, ONE_TASK = 0, 10_000
-both_ways = pytest.mark.parametrize("one_task_edges", [ROUNDS, ONE_TASK], ids=["rounds", "one_task"])
+both_ways = pytest.mark.parametrize("one_task_edges", [ROUNDS, ONE_TASK],
+                                    ids=["rounds", "one_task"])
 
 
 @both_ways
