@@ -21,8 +21,8 @@ activation gradient, none for a frozen weight's own gradient. N_lora = LoRA's A 
 scores: per layer a causal sample of length l costs 2·h·l² forward (QKᵀ and AV over the lower
 triangle) and twice that backward. With ``flash_attention_2`` the samples of a packed row attend
 only within themselves (l = each sample's length); with sdpa the whole row attends (l = seq).
-MFU = F / step time / the GPU's dense bf16 peak (H100 SXM and H200: 989 TFLOPS; H100 PCIe: 756;
-A100: 312 — the vendors' data sheets; ``--peak-tflops`` for others).
+MFU = F / step time / the GPU's dense bf16 peak (H100 SXM and H200: 989 TFLOPS; H100 NVL: 835;
+H100 PCIe: 756; A100: 312 — the vendors' data sheets; ``--peak-tflops`` for others).
 
 **Memory**: ``torch.cuda.max_memory_reserved`` over the measured steps against the planner's
 (``training.plan``) prediction for the same shapes on one GPU, less the planner's fixed 2.5 GB
@@ -52,7 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 QWEN_1_5B = {"num_layers": 28, "hidden_size": 1536, "intermediate_size": 8960,
              "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936,
              "tie_word_embeddings": True}
-PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0))
+PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
+               ("A100", 312.0))  # dense bf16 TFLOPS; the first name found in the device's wins
 
 
 def step_flops(arch, lora_params: int, tokens: int, sample_lengths: list[int]) -> float:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.train_gpu import packed_lengths, step_flops
+from bench.train_gpu import packed_lengths, peak_tflops, step_flops
 from training.plan import Architecture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +27,13 @@ def test_step_flops_by_hand():
     assert step_flops(TINY, lora, 128, [100, 28]) == 92_168_192
     # one sample attending the whole row costs more than the same tokens split in two
     assert step_flops(TINY, lora, 128, [128]) > step_flops(TINY, lora, 128, [64, 64])
+
+
+def test_peak_by_device_name():
+    assert peak_tflops("NVIDIA H100 80GB HBM3", None) == 989.0
+    assert peak_tflops("NVIDIA H100 PCIe", None) == 756.0  # not the SXM part's peak
+    assert peak_tflops("NVIDIA A100-SXM4-80GB", None) == 312.0
+    assert peak_tflops("Tesla T4", None) is None and peak_tflops("Tesla T4", 65.0) == 65.0
 
 
 def test_packed_rows_are_exactly_full():
