@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def smallest_node_labels(u: pa.Array, v: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Every node of the edges ``(u[i], v[i])`` (ascending) and its component's smallest node.
 
-    ``u`` and ``v``: equal-length Arrow arrays of one type, no nulls.
+    ``u`` and ``v``: equal-length Arrow arrays (or chunked arrays) of one type, no nulls.
     """
     import numpy as np
     import pyarrow as pa
@@ -25,6 +25,7 @@ def smallest_node_labels(u: pa.Array, v: pa.Array) -> tuple[pa.Array, pa.Array]:
     from scipy.sparse import coo_array
     from scipy.sparse.csgraph import connected_components
 
+    u, v = (x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x for x in (u, v))
     if len(u) != len(v):
         raise ValueError(f"edge ends differ in length: {len(u)} != {len(v)}")
     if u.null_count or v.null_count:

@@ -46,3 +46,11 @@ def test_no_edges_and_bad_edges():
         smallest_node_labels(pa.array([1, 2]), pa.array([1]))
     with pytest.raises(ValueError, match="null ends"):
         smallest_node_labels(pa.array([1, None]), pa.array([2, 3]))
+
+
+def test_chunked_arrays_are_accepted():
+    u = pa.chunked_array([["a", "b"], ["c"]])
+    v = pa.chunked_array([["b"], ["d", "e"]])  # edges a-b, b-d, c-e
+    nodes, components = smallest_node_labels(u, v)
+    assert nodes.to_pylist() == ["a", "b", "c", "d", "e"]
+    assert components.to_pylist() == ["a", "a", "c", "a", "c"]
