@@ -162,6 +162,7 @@ class Lakehouse:
     def __init__(self, spark: SparkSession | None, root: str):
         self.spark = spark
         self.root = root if _is_uri(root) else str(Path(root).resolve())
+        self._written: dict[str, int] = {}  # table → numOutputRows of this object's last write
 
     def path(self, name: str) -> str:
         layer, _, table = name.partition(".")
@@ -193,12 +194,24 @@ class Lakehouse:
         return df, v
 
     def rows_written(self, name: str) -> int:
-        """Rows the table's latest commit wrote (Delta's ``numOutputRows`` operation metric)."""
+        """Rows the table's latest commit wrote (Delta's ``numOutputRows`` operation metric), as
+        ``write`` read it with the commit's version (one history read, a Spark job, per write)."""
+        if name not in self._written:
+            self._latest_commit(name)
+        if name not in self._written:
+            raise KeyError(f"{name}: its latest commit has no numOutputRows metric")
+        return self._written[name]
+
+    def _latest_commit(self, name: str) -> int:
         from delta.tables import DeltaTable
 
         row = DeltaTable.forPath(self.spark, self.path(name)).history(1).select(
-            "operationMetrics").first()
-        return int(row[0]["numOutputRows"])
+            "version", "operationMetrics").first()
+        metrics = row["operationMetrics"] or {}
+        self._written.pop(name, None)
+        if "numOutputRows" in metrics:
+            self._written[name] = int(metrics["numOutputRows"])
+        return int(row["version"])
 
     def write(self, name: str, df: DataFrame, replace_where: str | None = None,
               append: bool = False) -> int:
@@ -211,7 +224,7 @@ class Lakehouse:
         else:
             writer = writer.mode("overwrite").option("overwriteSchema", "true")
         writer.save(self.path(name))
-        return self.version(name)
+        return self._latest_commit(name)
 
 
 # ---------------------------------------------------------------------------------------------
