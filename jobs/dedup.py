@@ -421,8 +421,9 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     # Every file's id is in the decisions. Broadcasting them (when few enough) reads the text
     # once per write and never shuffles it; a shuffle join moves every file's text.
     with_copies = F.col("_copies") > 1
-    any_copies = decisions.where(with_copies).limit(1).count() > 0
-    if decisions.count() <= cfg.dedup.broadcast_rows:
+    ids, copied = decisions.agg(F.count(F.lit(1)), F.count(F.when(with_copies, 1))).first()
+    any_copies = copied > 0
+    if ids <= cfg.dedup.broadcast_rows:
         single = files.join(F.broadcast(decisions.where(~with_copies)), "id")
         copies = files.join(F.broadcast(decisions.where(with_copies)), "id")
     else:
