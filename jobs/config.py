@@ -127,6 +127,7 @@ class DedupSettings(_Strict):
     all_pairs_bucket: int = Field(64, ge=2, le=256)
     max_rounds: int = Field(40, ge=1)
     one_task_edges: int = Field(1_000_000, ge=0)
+    one_task_files: int = Field(200_000, ge=0)
     broadcast_rows: int = Field(500_000, ge=0)
 
     @model_validator(mode="after")

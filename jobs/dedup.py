@@ -205,6 +205,39 @@ def _jaccard(mode: str, num_perm: int, keep: tuple[str, ...], schema: pa.Schema)
     return run
 
 
+def _exact_in_one_task(schema: pa.Schema):
+    """mapInArrow function for one task: rows that are either a file's shingle set (``id``,
+    ``shingle_set``) or a pair to verify (``src``, ``dst``) → ``src``, ``dst``, ``jaccard``,
+    the exact Jaccard of every pair. Each set is shipped and held once, however many pairs it is
+    in (``udfs.minhash.indexed_set_jaccards``)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from udfs.minhash import indexed_set_jaccards
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        table = pa.Table.from_batches([b for b in batches if b.num_rows])
+        if table.num_rows == 0:
+            return
+        is_set = pc.is_valid(table.column("id"))
+        sets, pairs = table.filter(is_set), table.filter(pc.invert(is_set))
+        # one id ingested twice has one text (the id hashes it), so one set: keep the first
+        first = pc.equal(pc.index_in(sets.column("id"), value_set=sets.column("id")),
+                         pa.array(np.arange(sets.num_rows)))
+        sets = sets.filter(first)
+        data, offsets = _buffers(sets.column("shingle_set"))
+        values = data[offsets[0]:offsets[-1]].view("<u4")
+        a = pc.index_in(pairs.column("src"), value_set=sets.column("id")).to_numpy()
+        b = pc.index_in(pairs.column("dst"), value_set=sets.column("id")).to_numpy()
+        jaccard = indexed_set_jaccards(values, np.diff(offsets) // 4, a, b)
+        yield pa.RecordBatch.from_arrays(
+            [pairs.column("src").combine_chunks(), pairs.column("dst").combine_chunks(),
+             pa.array(jaccard, pa.float64())], schema=schema)
+
+    return run
+
+
 # ---------------------------------------------------------------------------------------------
 # The stage
 
@@ -245,53 +278,47 @@ def _pairs(edges: DataFrame, side: DataFrame, value: str) -> DataFrame:
             .join(side.select(F.col("id").alias("dst"), F.col(value).alias("b")), "dst"))
 
 
-def verified_edges(edges: DataFrame, reps: DataFrame, files: DataFrame,
-                   d: DedupSettings) -> DataFrame:
-    """The candidate edges (src, dst) whose Jaccard similarity is ≥ ``d.threshold``.
+def _scored_in_one_task(reps: DataFrame, d: DedupSettings) -> DataFrame:
+    """(src, dst, jaccard) of every LSH candidate pair, computed by one executor task:
+    ``udfs.minhash.candidate_pairs`` over all the signatures at once, then their estimates.
 
-    Every edge is first scored by the signatures' estimate. With ``verify: exact``, an estimate
-    within ``verify_margin`` of the threshold is replaced by the exact Jaccard of the two files'
-    shingle sets, computed from the text of just those files (a second, filtered read of
-    ``files``); estimates farther away decide alone. The estimate's standard deviation is
-    √(J(1−J)/num_perm), 0.029 at J = 0.7 with 256 permutations, so the default margin of 0.15 is
-    more than 5σ: a pair on the wrong side of it is a one-in-ten-million event. Carrying every
-    file's shingle set instead (4 bytes per distinct shingle, about half the text) cost more than
-    the MinHash itself (bench/RESULTS.md).
+    The same pairs as the distributed banding in ``near_duplicates`` (the same bucket rule on the
+    same id order), without its band explode, grouping, distinct and the two joins that fetch
+    both signatures of every pair: about five Spark jobs and shuffles of the 64-hex ids, 5.5 s for
+    the 24,051 files of the make-run corpus against 0.6 s here (bench/RESULTS.md).
     """
-    from pyspark.sql import functions as F
+    bands, rows = d.banding()
+    all_pairs = d.all_pairs_bucket if d.verify != "none" else 1  # 1: every bucket is a star
+    schema = arrow_schema("src string, dst string, jaccard double")
+    in_schema = arrow_schema("id string, signature binary")
 
-    scored = _with_jaccard(_pairs(edges, reps, "signature"), d, "signature", ("src", "dst"),
-                           "src string, dst string")
-    if d.verify == "signature" or d.verify_margin == 0:
-        return scored.where(F.col("jaccard") >= d.threshold).select("src", "dst")
-    scored = scored.localCheckpoint(eager=True)
-    low, high = d.threshold - d.verify_margin, d.threshold + d.verify_margin
-    unsure = scored.where((F.col("jaccard") > low) & (F.col("jaccard") < high))
-    ids = (unsure.select(F.col("src").alias("id")).union(unsure.select(F.col("dst").alias("id")))
-           .distinct().localCheckpoint(eager=True))
-    count = ids.count()
-    if count == 0:
-        return scored.where(F.col("jaccard") >= high).select("src", "dst")
-    schema = "id string, shingle_set binary"
-    wanted = F.broadcast(ids) if count <= d.broadcast_rows else ids  # else the text is shuffled
-    sets = (files.join(wanted, "id", "left_semi").select("id", "text")
-            .mapInArrow(_shingle_sets(d, arrow_schema(schema)), schema)
-            .dropDuplicates(["id"]))  # one id ingested twice has one text (the id hashes it)
-    exact = _with_jaccard(_pairs(unsure.select("src", "dst"), sets, "shingle_set"), d, "exact",
-                          ("src", "dst"), "src string, dst string")
-    return (scored.where(F.col("jaccard") >= high).select("src", "dst")
-            .unionByName(exact.where(F.col("jaccard") >= d.threshold).select("src", "dst")))
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from udfs.minhash import candidate_pairs, pair_estimates
+
+        table = pa.Table.from_batches([b for b in batches if b.num_rows],
+                                      schema=in_schema)
+        table = table.take(pc.sort_indices(table, [("id", "ascending")]))  # Spark's byte order
+        ids = table.column("id").combine_chunks()
+        data, offsets = _buffers(table.column("signature"))
+        sigs = data[offsets[0]:offsets[-1]].view("<u4").reshape(len(ids), d.num_perm)
+        src, dst = candidate_pairs(sigs, bands, rows, all_pairs)
+        jaccard = pair_estimates(sigs, src, dst)
+        for lo in range(0, len(src), 1 << 16):
+            hi = lo + (1 << 16)
+            yield pa.RecordBatch.from_arrays(
+                [ids.take(pa.array(src[lo:hi])), ids.take(pa.array(dst[lo:hi])),
+                 pa.array(jaccard[lo:hi], pa.float64())], schema=schema)
+
+    return reps.select("id", "signature").repartition(1).mapInArrow(
+        run, "src string, dst string, jaccard double")
 
 
-def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
-    """(id, cluster_id, representative, jaccard) of every file in a near-duplicate cluster;
-    ``jaccard`` is the signatures' estimate of the file's similarity to the representative.
-
-    ``reps``: the exact-duplicate survivors with a signature and the rank columns; ``files``: the
-    stage's input with the text (read again only for exact verification near the threshold).
-    Returns the members and the number of connected-components rounds.
-    """
-    from pyspark.sql import Window
+def _candidates_distributed(reps: DataFrame, d: DedupSettings) -> DataFrame:
+    """(src, dst) of every LSH candidate pair, with the DataFrame API: band keys exploded and
+    grouped across the cluster."""
     from pyspark.sql import functions as F
 
     bands, rows = d.banding()
@@ -313,9 +340,84 @@ def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tupl
         every_pair = (f"flatten(transform(sequence(1, {n} - 1), i -> transform("
                       f"slice(ids, i + 1, {n} - i), y -> named_struct('src', y, 'dst', ids[i - 1]))))")
         star = f"IF({n} <= {d.all_pairs_bucket}, {every_pair}, {star})"
-    edges = buckets.select(F.explode(F.expr(star)).alias("e")).select("e.src", "e.dst").distinct()
-    if d.verify != "none":
-        edges = verified_edges(edges, reps, files, d)
+    return buckets.select(F.explode(F.expr(star)).alias("e")).select("e.src", "e.dst").distinct()
+
+
+def estimated_edges(edges: DataFrame, reps: DataFrame, d: DedupSettings) -> DataFrame:
+    """Edges (src, dst) with the signatures' estimate of their Jaccard similarity as ``jaccard``;
+    ``reps`` holds every end's ``id`` and ``signature``."""
+    return _with_jaccard(_pairs(edges, reps, "signature"), d, "signature", ("src", "dst"),
+                         "src string, dst string")
+
+
+def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
+                   one_task: bool = False) -> DataFrame:
+    """The candidate edges (src, dst) whose Jaccard similarity is ≥ ``d.threshold``.
+
+    ``scored``: every candidate edge with the signatures' estimate as ``jaccard``. With
+    ``verify: exact``, an estimate within ``verify_margin`` of the threshold is replaced by the
+    exact Jaccard of the two files' shingle sets, computed from the text of just those files (a
+    second, filtered read of ``files``); estimates farther away decide alone. The estimate's
+    standard deviation is √(J(1−J)/num_perm), 0.029 at J = 0.7 with 256 permutations, so the
+    default margin of 0.15 is more than 5σ: a pair on the wrong side of it is a one-in-ten-million
+    event. Carrying every file's shingle set instead (4 bytes per distinct shingle, about half the
+    text) cost more than the MinHash itself (bench/RESULTS.md). ``one_task``: the pairs and the
+    sets they need go to one task, which holds each set once; otherwise both sets are joined to
+    every pair across the cluster.
+    """
+    from pyspark.sql import functions as F
+
+    if d.verify == "signature" or d.verify_margin == 0:
+        return scored.where(F.col("jaccard") >= d.threshold).select("src", "dst")
+    scored = scored.localCheckpoint(eager=True)
+    low, high = d.threshold - d.verify_margin, d.threshold + d.verify_margin
+    unsure = scored.where((F.col("jaccard") > low) & (F.col("jaccard") < high))
+    ids = (unsure.select(F.col("src").alias("id")).union(unsure.select(F.col("dst").alias("id")))
+           .distinct().localCheckpoint(eager=True))
+    count = ids.count()
+    if count == 0:
+        return scored.where(F.col("jaccard") >= high).select("src", "dst")
+    schema = "id string, shingle_set binary"
+    wanted = F.broadcast(ids) if count <= d.broadcast_rows else ids  # else the text is shuffled
+    sets = (files.join(wanted, "id", "left_semi").select("id", "text")
+            .mapInArrow(_shingle_sets(d, arrow_schema(schema)), schema))
+    if one_task:
+        none = F.lit(None).cast("string")
+        tagged = sets.select("id", "shingle_set", none.alias("src"), none.alias("dst")).unionByName(
+            unsure.select(none.alias("id"), F.lit(None).cast("binary").alias("shingle_set"),
+                          "src", "dst"))
+        out = "src string, dst string, jaccard double"
+        exact = tagged.repartition(1).mapInArrow(_exact_in_one_task(arrow_schema(out)), out)
+    else:
+        sets = sets.dropDuplicates(["id"])  # one id ingested twice has one text (the id hashes it)
+        exact = _with_jaccard(_pairs(unsure.select("src", "dst"), sets, "shingle_set"), d,
+                              "exact", ("src", "dst"), "src string, dst string")
+    return (scored.where(F.col("jaccard") >= high).select("src", "dst")
+            .unionByName(exact.where(F.col("jaccard") >= d.threshold).select("src", "dst")))
+
+
+def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
+    """(id, cluster_id, representative, jaccard) of every file in a near-duplicate cluster;
+    ``jaccard`` is the signatures' estimate of the file's similarity to the representative.
+
+    ``reps``: the exact-duplicate survivors with a signature and the rank columns; ``files``: the
+    stage's input with the text (read again only for exact verification near the threshold).
+    Up to ``d.one_task_files`` signatures, the candidate pairs come from one executor task, else
+    from the distributed banding; both give the same pairs. Returns the members and the number of
+    connected-components rounds.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    one_task = d.one_task_files > 0 and reps.count() <= d.one_task_files
+    if one_task:
+        scored = _scored_in_one_task(reps, d)
+        edges = scored.select("src", "dst") if d.verify == "none" else None
+    else:
+        edges = _candidates_distributed(reps, d)
+        scored = None if d.verify == "none" else estimated_edges(edges, reps, d)
+    if scored is not None and d.verify != "none":
+        edges = verified_edges(scored, files, d, one_task)
     components = connected_components(edges, d.max_rounds, d.one_task_edges)
     members = components.labels.join(reps, components.labels["node"] == reps["id"]).select(
         "id", F.col("component").alias("cluster_id"), F.col("signature").alias("a"),

@@ -225,9 +225,11 @@ def _poly_shingles(data: np.ndarray, offsets: np.ndarray, ngram: int,
     """``poly`` shingle hashes of every document, in order, and the count per document.
 
     Compiled with numba: one pass to count each document's tokens, one to hash them, keeping the
-    last ``ngram`` token hashes in a ring. The numpy form of the same definition (prefix sums of
-    the byte polynomial over 1 MiB chunks) took 1.31 s against 0.38 s for bench/dedup_speed's
-    65 MB on one core (bench/RESULTS.md).
+    last ``ngram`` token hashes in a ring and the shingle's sum rolling (subtract the oldest
+    token's term, multiply by P, add the new one: the same value modulo 2^64 as the sum over the
+    window, in O(1) per token instead of ngram multiply-adds and modulo ring indices: 2.2 s →
+    SHINGLE_SECONDS s for the make-run corpus's 360 MB on one core). The numpy form of the same
+    definition (prefix sums of the byte polynomial over 1 MiB chunks) was 3.4x slower still.
     """
     docs = offsets.shape[0] - 1
     counts = np.zeros(docs, np.int64)
@@ -243,12 +245,19 @@ def _poly_shingles(data: np.ndarray, offsets: np.ndarray, ngram: int,
         most = max(most, tokens)
         counts[d] = tokens - ngram + 1 if tokens >= ngram else min(tokens, 1)
     out = np.empty(counts.sum(), np.uint32)
-    ring = np.empty(max(1, min(ngram, most)), np.uint64)
-    size = ring.shape[0]
+    # the last ngram token hashes (fewer if no document has ngram tokens: then it never wraps);
+    # once full, ring[head] is the oldest
+    size = max(1, min(ngram, most))
+    ring = np.empty(size, np.uint64)
+    oldest = np.uint64(1)  # P^(ngram-1): the oldest token's weight in the shingle's sum
+    for _ in range(size - 1):
+        oldest *= _P
     low = np.uint64(0xFFFFFFFF)
     pos = 0
     for d in range(docs):
         seen = 0
+        head = 0
+        acc = np.uint64(0)  # Σ t_k·P^(n-1-k) over the shingle's tokens, kept rolling
         h = np.uint64(0)
         power = np.uint64(1)
         inside = False
@@ -263,19 +272,20 @@ def _poly_shingles(data: np.ndarray, offsets: np.ndarray, ngram: int,
                 power *= _Q
                 inside = True
             elif inside:
-                ring[seen % size] = _fmix64(h)
+                t = _fmix64(h)
+                if seen >= ngram:  # drop the oldest token: the same sum, rolled (mod 2^64)
+                    acc -= ring[head] * oldest
+                acc = acc * _P + t
+                ring[head] = t
+                head += 1
+                if head == size:
+                    head = 0
                 seen += 1
                 inside = False
                 if seen >= ngram:
-                    acc = np.uint64(0)
-                    for k in range(seen - ngram, seen):
-                        acc = acc * _P + ring[k % size]
                     out[pos] = np.uint32(acc & low)
                     pos += 1
         if 0 < seen < ngram:  # a short document: one shingle of all its tokens
-            acc = np.uint64(0)
-            for k in range(seen):
-                acc = acc * _P + ring[k]
             out[pos] = np.uint32(acc & low)
             pos += 1
     return out, counts
@@ -477,3 +487,135 @@ def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
     """The ``bands`` keys of one signature: each band's ``rows`` values as little-endian bytes."""
     sig = np.ascontiguousarray(signature[:bands * rows], dtype="<u4")
     return [sig[i * rows:(i + 1) * rows].tobytes() for i in range(bands)]
+
+
+@numba.njit(cache=True)
+def _band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(bands, n) 64-bit hashes of every signature's band keys: band b of row i hashes
+    ``signatures[i, b·rows:(b+1)·rows]`` with b itself, through the MurmurHash3 finalizer."""
+    n = signatures.shape[0]
+    out = np.empty((bands, n), np.uint64)
+    for i in range(n):
+        for b in range(bands):
+            h = _fmix64(np.uint64(b + 1) * _P)
+            for j in range(b * rows, (b + 1) * rows):
+                h = _fmix64(h ^ np.uint64(signatures[i, j]))
+            out[b, i] = h
+    return out
+
+
+@numba.njit(cache=True)
+def _bucket_pairs(keys: np.ndarray, members: np.ndarray,
+                  all_pairs_bucket: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (larger, smaller) of the buckets in ``keys`` (sorted; ``members`` ascending within
+    equal keys): every pair of a bucket of up to ``all_pairs_bucket`` members, else a star to its
+    smallest member. Two passes: count, then fill."""
+    n = keys.shape[0]
+    total = 0
+    start = 0
+    while start < n:
+        end = start + 1
+        while end < n and keys[end] == keys[start]:
+            end += 1
+        m = end - start
+        total += m * (m - 1) // 2 if m <= all_pairs_bucket else m - 1
+        start = end
+    src = np.empty(total, np.int64)
+    dst = np.empty(total, np.int64)
+    w = 0
+    start = 0
+    while start < n:
+        end = start + 1
+        while end < n and keys[end] == keys[start]:
+            end += 1
+        m = end - start
+        if m <= all_pairs_bucket:
+            for i in range(start, end):
+                for j in range(i + 1, end):
+                    src[w] = members[j]
+                    dst[w] = members[i]
+                    w += 1
+        else:
+            for j in range(start + 1, end):
+                src[w] = members[j]
+                dst[w] = members[start]
+                w += 1
+        start = end
+    return src, dst
+
+
+def candidate_pairs(signatures: np.ndarray, bands: int, rows: int,
+                    all_pairs_bucket: int) -> tuple[np.ndarray, np.ndarray]:
+    """The LSH candidate pairs of signatures given in their files' id order, without repeats.
+
+    Rows sharing a band key form a bucket (keys grouped by a 64-bit hash of the band number and
+    its ``rows`` values: a collision of two keys only adds candidates, which verification drops);
+    a bucket of up to ``all_pairs_bucket`` rows links every pair, a larger one each row to its
+    first (smallest-id) row — the rule ``jobs.dedup``'s distributed banding applies. Returns
+    (src, dst) row indices with src > dst, sorted. Used when the signatures fit in one process.
+    """
+    sigs = np.ascontiguousarray(signatures, dtype=np.uint32)
+    n = sigs.shape[0]
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    keys = _band_hashes(sigs, bands, rows)
+    codes = []
+    for b in range(bands):
+        order = np.argsort(keys[b], kind="stable")  # stable: members ascend within a bucket
+        src, dst = _bucket_pairs(keys[b][order], order.astype(np.int64), all_pairs_bucket)
+        codes.append(src * n + dst)
+    code = np.concatenate(codes)
+    code.sort()  # sort + neighbour compare: np.unique is slower (see distinct_shingles)
+    if len(code):
+        code = code[np.r_[True, code[1:] != code[:-1]]]
+    return code // n, code % n
+
+
+def pair_estimates(signatures: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                   chunk: int = 1 << 15) -> np.ndarray:
+    """``estimated_jaccard`` of rows ``src[i]`` and ``dst[i]`` of ``signatures``, in chunks so
+    that memory stays at ``chunk`` pairs' worth of comparisons."""
+    out = np.empty(len(src), dtype=np.float64)
+    for lo in range(0, len(src), chunk):
+        hi = lo + chunk
+        out[lo:hi] = estimated_jaccard(signatures[src[lo:hi]], signatures[dst[lo:hi]])
+    return out
+
+
+@numba.njit(cache=True)
+def _merge_intersections(values: np.ndarray, bounds: np.ndarray, a: np.ndarray,
+                         b: np.ndarray) -> np.ndarray:
+    """|set a[i] ∩ set b[i]| for sorted distinct sets ``values[bounds[k]:bounds[k + 1]]``, by
+    merging the two sorted runs (no copy of either set)."""
+    out = np.zeros(a.shape[0], np.int64)
+    for p in range(a.shape[0]):
+        i, i_end = bounds[a[p]], bounds[a[p] + 1]
+        j, j_end = bounds[b[p]], bounds[b[p] + 1]
+        common = 0
+        while i < i_end and j < j_end:
+            x, y = values[i], values[j]
+            if x == y:
+                common += 1
+                i += 1
+                j += 1
+            elif x < y:
+                i += 1
+            else:
+                j += 1
+        out[p] = common
+    return out
+
+
+def indexed_set_jaccards(values: np.ndarray, sizes: np.ndarray, a: np.ndarray,
+                         b: np.ndarray) -> np.ndarray:
+    """``set_jaccard`` of sets ``a[i]`` and ``b[i]``, where set k is the next ``sizes[k]`` values
+    of ``values`` (each sorted and distinct, as ``distinct_shingles`` returns them). Each set is
+    stored once however many pairs it is in: ``set_jaccards`` takes a copy of both sets per pair,
+    which for the 13,647 pairs near the threshold in the make-run corpus meant shuffling and
+    sorting every large vendored file once per pair it is in."""
+    bounds = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=bounds[1:])
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    inter = _merge_intersections(np.asarray(values, dtype=np.uint32), bounds, a, b)
+    union = np.asarray(sizes)[a] + np.asarray(sizes)[b] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)

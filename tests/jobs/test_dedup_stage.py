@@ -175,7 +175,8 @@ def _sig(equal_to: np.ndarray | None, same: int) -> bytes:
     return out.tobytes()
 
 
-def test_estimates_decide_far_from_the_threshold_and_exact_sets_near_it(spark):
+@pytest.mark.parametrize("one_task", [True, False])
+def test_estimates_decide_far_from_the_threshold_and_exact_sets_near_it(spark, one_task):
     """Signatures are forged so the estimate and the texts disagree: an edge whose estimate is
     within verify_margin of 0.7 must be decided by the texts, any other by the estimate."""
     base = np.frombuffer(_sig(None, 0), dtype="<u4")
@@ -193,9 +194,49 @@ def test_estimates_decide_far_from_the_threshold_and_exact_sets_near_it(spark):
 
     def kept(*overrides):
         d = make_config("unused", *overrides).dedup
-        return sorted(r["src"] for r in dedup.verified_edges(edges, reps, files, d).collect())
+        scored = dedup.estimated_edges(edges, reps, d)
+        return sorted(r["src"] for r in dedup.verified_edges(scored, files, d, one_task).collect())
 
     assert kept() == ["d", "e"]
     assert kept("dedup.verify_margin=0") == ["b", "d"]  # the estimate alone
     assert kept("dedup.verify=signature") == ["b", "d"]
     assert kept("dedup.verify_margin=1") == ["c", "e"]  # every edge exact
+
+
+@pytest.mark.parametrize("verify", ["exact", "none"])
+def test_one_task_and_distributed_banding_propose_the_same_scored_pairs(spark, verify):
+    rng = np.random.default_rng(11)
+    sigs = rng.integers(0, 2**32, (200, 24), dtype=np.uint32)
+    sigs[1] = sigs[0]
+    sigs[7, :6] = sigs[3, :6]
+    sigs[20:90, 18:24] = sigs[10, 18:24]  # a bucket of 71 files: larger than all_pairs_bucket
+    sigs[40, 6:12] = sigs[41, 6:12] = sigs[42, 6:12]
+    ids = [f"{int(x):08x}" for x in rng.permutation(10**6)[:200]]  # ids not in row order
+    reps = spark.createDataFrame([(i, s.astype("<u4").tobytes()) for i, s in zip(ids, sigs)],
+                                 "id string, signature binary")
+    d = make_config("unused", "dedup.num_perm=24", "dedup.bands=4", "dedup.rows=6",
+                    f"dedup.verify={verify}").dedup
+
+    def rows(df):
+        return sorted((r["src"], r["dst"], round(r["jaccard"], 9)) for r in df.collect())
+
+    one_task = rows(dedup._scored_in_one_task(reps, d))
+    distributed = rows(dedup.estimated_edges(dedup._candidates_distributed(reps, d), reps, d))
+    assert one_task == distributed
+    assert all(src > dst for src, dst, _ in one_task)
+    pairs = {(s, t) for s, t, _ in one_task}
+    assert (max(ids[0], ids[1]), min(ids[0], ids[1])) in pairs
+    big = sorted(ids[i] for i in [10, *range(20, 90)])
+    # the 71-file bucket: a star to its smallest id with verify=none and with exact alike
+    # (71 > all_pairs_bucket = 64), so two of its larger members are never paired by it
+    assert all((y, big[0]) in pairs for y in big[1:])
+    assert (big[2], big[1]) not in pairs
+
+
+def test_one_task_and_distributed_banding_write_identical_tables(spark, silver):
+    def tables(*overrides):
+        run_pipeline(make_config(silver, *overrides), ["dedup"], spark=spark)
+        return {t: sorted(map(repr, table(silver, t)))
+                for t in ("silver.unique_files", "silver.dup_clusters", "silver.rejects")}
+
+    assert tables() == tables("dedup.one_task_files=0")

@@ -190,3 +190,56 @@ def test_permissiveness_rank():
     ranks = [permissiveness_rank(x) for x in order]
     assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
     assert permissiveness_rank("isc") == permissiveness_rank("mit")
+
+
+def _reference_pairs(sigs: np.ndarray, bands: int, rows: int, all_pairs: int) -> set:
+    """Buckets by the band's exact values (a dict per band), then the bucket rule."""
+    pairs = set()
+    for b in range(bands):
+        buckets: dict[bytes, list[int]] = {}
+        for i, sig in enumerate(sigs):
+            buckets.setdefault(sig[b * rows:(b + 1) * rows].tobytes(), []).append(i)
+        for members in buckets.values():
+            if len(members) <= all_pairs:
+                pairs |= {(y, x) for k, x in enumerate(members) for y in members[k + 1:]}
+            else:
+                pairs |= {(y, members[0]) for y in members[1:]}
+    return pairs
+
+
+@pytest.mark.parametrize("all_pairs", [1, 4, 64])
+def test_candidate_pairs_equal_a_reference_bucketing(all_pairs):
+    rng = np.random.default_rng(5)
+    sigs = rng.integers(0, 2**32, (300, 24), dtype=np.uint32)
+    sigs[1] = sigs[0]  # identical in every band
+    sigs[7, :6] = sigs[3, :6]  # band 0 only
+    sigs[20:30, 18:24] = sigs[10, 18:24]  # one bucket of 11 files in the last band: a star at 4
+    sigs[40, 6:12] = sigs[41, 6:12] = sigs[42, 6:12]
+    src, dst = M.candidate_pairs(sigs, bands=4, rows=6, all_pairs_bucket=all_pairs)
+    got = list(zip(src.tolist(), dst.tolist()))
+    assert got == sorted(set(got))  # distinct and sorted
+    assert set(got) == _reference_pairs(sigs, 4, 6, all_pairs)
+    assert (1, 0) in got and (7, 3) in got
+    assert ((21, 20) in got) == (all_pairs >= 11)  # inside the big bucket only as every pair
+    est = M.pair_estimates(sigs, src, dst, chunk=3)
+    assert np.allclose(est, [np.mean(sigs[a] == sigs[b]) for a, b in got])
+    assert est[got.index((1, 0))] == 1.0 and est[got.index((7, 3))] == pytest.approx(6 / 24)
+
+
+def test_candidate_pairs_of_fewer_than_two_signatures():
+    for n in (0, 1):
+        src, dst = M.candidate_pairs(np.zeros((n, 12), np.uint32), 2, 6, 64)
+        assert len(src) == len(dst) == 0
+
+
+def test_indexed_set_jaccards_equal_the_pairwise_definition():
+    rng = np.random.default_rng(2)
+    sets = [np.unique(rng.integers(0, 50, rng.integers(0, 30))).astype(np.uint32)
+            for _ in range(12)] + [np.zeros(0, np.uint32)]
+    a = rng.integers(0, len(sets), 80)
+    b = rng.integers(0, len(sets), 80)
+    a[0] = b[0] = 12  # two empty sets: 1.0, as set_jaccard says
+    values = np.concatenate(sets)
+    got = M.indexed_set_jaccards(values, np.array([len(s) for s in sets]), a, b)
+    assert np.allclose(got, [M.set_jaccard(sets[i], sets[j]) for i, j in zip(a, b)])
+    assert got[0] == 1.0
