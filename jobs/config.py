@@ -108,6 +108,12 @@ class DedupSettings(_Strict):
     one executor task (scipy) instead of large-star/small-star rounds across the cluster; the
     labels are the same. That task's Python worker peaks at about 450 bytes per edge with 64-hex
     ids (1 M edges: 2.7 s, ~430 MB, measured). 0: always the rounds.
+    one_task_files: up to this many files with a signature (after exact deduplication), the LSH
+    buckets, candidate pairs and their estimates come from one executor task
+    (``udfs.minhash.candidate_pairs``) instead of the distributed banding (the same pairs), and
+    the exact Jaccards near the threshold from one task that holds each file's shingle set once.
+    That worker holds every signature (4·num_perm bytes, 1 KiB at 256) plus 8·bands bytes of band
+    hashes per file: about 300 MB at the default 200,000. 0: always distributed.
     broadcast_rows: up to this many files (about 200 bytes each), their decisions are broadcast to
     the executors to be joined back to the text; more, and the text is shuffled to them instead.
     """
