@@ -3,7 +3,8 @@
 - **codemill**: the dedup stage (``codemill stage dedup``: signatures, exact and near clusters,
   connected components, and writing silver.unique_files / dup_clusters / rejects / ledger to Delta)
   on Spark local[2], timed inside one warm session, so JVM start-up is not counted; the first run
-  of the session is also reported ("cold"). ``codemill_no_writes``: the same run with
+  of the session is also reported ("cold"). Warm runs vary by up to a third on a shared VM (the
+  JVM's JIT, the page cache), so ``--repeat`` warm runs are made and their median is the figure. ``codemill_no_writes``: the same run with
   ``dry_run`` — every decision computed and counted (signatures, clusters, the ledger's tally), no
   Delta table written — which does the same work as the datasketch column.
 - **datasketch**, one process: the same normalized content hash for exact duplicates, then per file
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,6 +120,7 @@ def main() -> int:
     ap.add_argument("--lakehouse", default="lakehouse", help="lakehouse with silver.files")
     ap.add_argument("--scales", default="1,2,4")
     ap.add_argument("--text-dedup-python", help="python of a virtualenv with text-dedup")
+    ap.add_argument("--repeat", type=int, default=3, help="warm runs per size (median counts)")
     ap.add_argument("--out", default="bench/results/dedup_speed.json")
     args = ap.parse_args()
 
@@ -135,17 +138,27 @@ def main() -> int:
         shutil.rmtree(lake, ignore_errors=True)
         write_silver(table, lake)
         cfg = load_config(env="local", overrides=[f"lakehouse={lake}", "spark.master=local[2]"])
-        runs = []
-        for _ in range(2 if first else 1):  # the session's first run is cold: run again warm
+        cold = None
+        if first:  # the session's first run is cold
             started = time.perf_counter()
-            [report] = run_pipeline(cfg, ["dedup"], spark=spark).reports
-            runs.append(time.perf_counter() - started)
-        codemill = {"seconds": runs[-1], "cores": 2, "kept": report.rows_out,
-                    "cold_seconds": runs[0] if first else None}
-        first = False
-        started = time.perf_counter()
-        [dry] = run_pipeline(cfg, ["dedup"], dry_run=True, spark=spark).reports
-        no_writes = {"seconds": time.perf_counter() - started, "cores": 2, "kept": dry.rows_out}
+            run_pipeline(cfg, ["dedup"], spark=spark)
+            cold = time.perf_counter() - started
+            first = False
+
+        def timed(dry_run: bool, cfg=cfg) -> tuple[list[float], object]:
+            runs, report = [], None
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                [report] = run_pipeline(cfg, ["dedup"], dry_run=dry_run, spark=spark).reports
+                runs.append(round(time.perf_counter() - started, 2))
+            return runs, report
+
+        runs, report = timed(False)
+        codemill = {"seconds": statistics.median(runs), "runs": runs, "cores": 2,
+                    "kept": report.rows_out, "cold_seconds": cold}
+        runs, dry = timed(True)
+        no_writes = {"seconds": statistics.median(runs), "runs": runs, "cores": 2,
+                     "kept": dry.rows_out}
         texts = table.column("text").to_pylist()
         row = {"scale": factor, "files": table.num_rows, "mb": round(mb, 1),
                "codemill": codemill, "codemill_no_writes": no_writes,
