@@ -505,31 +505,17 @@ def _band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _bucket_pairs(keys: np.ndarray, members: np.ndarray,
-                  all_pairs_bucket: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (larger, smaller) of the buckets in ``keys`` (sorted; ``members`` ascending within
-    equal keys): every pair of a bucket of up to ``all_pairs_bucket`` members, else a star to its
-    smallest member. Two passes: count, then fill."""
-    n = keys.shape[0]
-    total = 0
-    start = 0
-    while start < n:
-        end = start + 1
-        while end < n and keys[end] == keys[start]:
-            end += 1
-        m = end - start
-        total += m * (m - 1) // 2 if m <= all_pairs_bucket else m - 1
-        start = end
+def _bucket_pairs(members: np.ndarray, bounds: np.ndarray, all_pairs_bucket: int,
+                  total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (larger, smaller) of the buckets ``members[bounds[k]:bounds[k + 1]]`` (each
+    ascending): every pair of a bucket of up to ``all_pairs_bucket`` members, else a star to its
+    smallest member; ``total`` pairs in all."""
     src = np.empty(total, np.int64)
     dst = np.empty(total, np.int64)
     w = 0
-    start = 0
-    while start < n:
-        end = start + 1
-        while end < n and keys[end] == keys[start]:
-            end += 1
-        m = end - start
-        if m <= all_pairs_bucket:
+    for k in range(bounds.shape[0] - 1):
+        start, end = bounds[k], bounds[k + 1]
+        if end - start <= all_pairs_bucket:
             for i in range(start, end):
                 for j in range(i + 1, end):
                     src[w] = members[j]
@@ -540,7 +526,6 @@ def _bucket_pairs(keys: np.ndarray, members: np.ndarray,
                 src[w] = members[j]
                 dst[w] = members[start]
                 w += 1
-        start = end
     return src, dst
 
 
@@ -562,7 +547,11 @@ def candidate_pairs(signatures: np.ndarray, bands: int, rows: int,
     codes = []
     for b in range(bands):
         order = np.argsort(keys[b], kind="stable")  # stable: members ascend within a bucket
-        src, dst = _bucket_pairs(keys[b][order], order.astype(np.int64), all_pairs_bucket)
+        key = keys[b][order]
+        bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
+        sizes = np.diff(bounds)
+        total = int(np.where(sizes <= all_pairs_bucket, sizes * (sizes - 1) // 2, sizes - 1).sum())
+        src, dst = _bucket_pairs(order.astype(np.int64), bounds, all_pairs_bucket, total)
         codes.append(src * n + dst)
     code = np.concatenate(codes)
     code.sort()  # sort + neighbour compare: np.unique is slower (see distinct_shingles)
