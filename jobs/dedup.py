@@ -228,8 +228,11 @@ def _exact_in_one_task(schema: pa.Schema):
         sets = sets.filter(first)
         data, offsets = _buffers(sets.column("shingle_set"))
         values = data[offsets[0]:offsets[-1]].view("<u4")
-        a = pc.index_in(pairs.column("src"), value_set=sets.column("id")).to_numpy()
-        b = pc.index_in(pairs.column("dst"), value_set=sets.column("id")).to_numpy()
+        a = pc.index_in(pairs.column("src"), value_set=sets.column("id"))
+        b = pc.index_in(pairs.column("dst"), value_set=sets.column("id"))
+        if a.null_count or b.null_count:  # every end was read from the files: a broken input
+            raise RuntimeError(f"{a.null_count + b.null_count} pair ends have no shingle set")
+        a, b = a.to_numpy(), b.to_numpy()
         jaccard = indexed_set_jaccards(values, np.diff(offsets) // 4, a, b)
         yield pa.RecordBatch.from_arrays(
             [pairs.column("src").combine_chunks(), pairs.column("dst").combine_chunks(),
@@ -284,8 +287,8 @@ def _scored_in_one_task(reps: DataFrame, d: DedupSettings) -> DataFrame:
 
     The same pairs as the distributed banding in ``near_duplicates`` (the same bucket rule on the
     same id order), without its band explode, grouping, distinct and the two joins that fetch
-    both signatures of every pair: about five Spark jobs and shuffles of the 64-hex ids, 5.5 s for
-    the 24,051 files of the make-run corpus against 0.6 s here (bench/RESULTS.md).
+    both signatures of every pair: about five Spark jobs and shuffles of the 64-hex ids, 4.2–5.5 s
+    for the 24,051 files of the make-run corpus against 0.4–0.5 s here (bench/RESULTS.md).
     """
     bands, rows = d.banding()
     all_pairs = d.all_pairs_bucket if d.verify != "none" else 1  # 1: every bucket is a star
@@ -410,13 +413,15 @@ def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tupl
     from pyspark.sql import functions as F
 
     one_task = d.one_task_files > 0 and reps.count() <= d.one_task_files
-    if one_task:
+    if one_task:  # the estimates come with the pairs
         scored = _scored_in_one_task(reps, d)
-        edges = scored.select("src", "dst") if d.verify == "none" else None
+        edges = scored.select("src", "dst")
     else:
         edges = _candidates_distributed(reps, d)
-        scored = None if d.verify == "none" else estimated_edges(edges, reps, d)
-    if scored is not None and d.verify != "none":
+        scored = None
+    if d.verify != "none":
+        if scored is None:
+            scored = estimated_edges(edges, reps, d)
         edges = verified_edges(scored, files, d, one_task)
     components = connected_components(edges, d.max_rounds, d.one_task_edges)
     members = components.labels.join(reps, components.labels["node"] == reps["id"]).select(
