@@ -48,6 +48,30 @@ TABLES: dict[str, str] = {
 # dedup stage on the make-run corpus, in one task (bench/RESULTS.md).
 PARTITIONS: dict[str, tuple[str, ...]] = {"silver.rejects": ("stage",), "ops.quarantine": ("stage",)}
 
+# Long text columns Delta keeps no per-file statistics for. Their min/max (cut to 32 characters)
+# never skip a file, and computing them took about a quarter of writing the text (silver.
+# unique_files on the make-run corpus, 360 MB: 3.5-4.0 s with them, 2.7-3.0 s without; measured,
+# bench/RESULTS.md). A table with one of them gets ``delta.dataSkippingStatsColumns`` = its other
+# columns that Delta can keep statistics for; the rest keep Delta's default (the first 32 columns).
+UNINDEXED_TEXT = frozenset({"text", "payload", "context", "target", "prefix", "middle", "suffix",
+                            "rendered"})
+STATS_COLUMNS = "delta.dataSkippingStatsColumns"
+
+
+def stats_columns(schema, partitions: tuple[str, ...] = ()) -> str | None:
+    """``delta.dataSkippingStatsColumns`` for a table of ``schema`` (a Spark StructType): its
+    columns of the types Delta keeps min/max for (numbers, strings, dates, timestamps), without
+    ``UNINDEXED_TEXT`` and ``partitions`` (Delta refuses both); None when it has no long text."""
+    from pyspark.sql import types as T
+
+    skippable = (T.NumericType, T.StringType, T.DateType, T.TimestampType, T.TimestampNTZType)
+    names = [f.name for f in schema.fields]
+    if not UNINDEXED_TEXT.intersection(names):
+        return None
+    keep = [f.name for f in schema.fields if f.name not in UNINDEXED_TEXT
+            and f.name not in partitions and isinstance(f.dataType, skippable)]
+    return ",".join(keep) or None
+
 
 class LedgerImbalance(RuntimeError):
     """A stage's rows in != rows out + dropped + quarantined."""
@@ -175,6 +199,7 @@ class Lakehouse:
         self.spark = spark
         self.root = root if _is_uri(root) else str(Path(root).resolve())
         self._written: dict[str, int] = {}  # table → numOutputRows of this object's last write
+        self._details: dict[str, tuple[list[str], dict[str, str]]] = {}  # partitions, properties
 
     def path(self, name: str) -> str:
         layer, _, table = name.partition(".")
@@ -225,12 +250,38 @@ class Lakehouse:
             self._written[name] = int(metrics["numOutputRows"])
         return int(row["version"])
 
-    def partition_columns(self, name: str) -> list[str]:
+    def _detail(self, name: str) -> tuple[list[str], dict[str, str]]:
+        """(partition columns, table properties), read once per table by this object (its own
+        writes keep them up to date)."""
         from delta.tables import DeltaTable
 
-        row = DeltaTable.forPath(self.spark, self.path(name)).detail().select(
-            "partitionColumns").first()
-        return list(row[0])
+        if name not in self._details:
+            row = DeltaTable.forPath(self.spark, self.path(name)).detail().select(
+                "partitionColumns", "properties").first()
+            self._details[name] = (list(row[0]), dict(row[1] or {}))
+        return self._details[name]
+
+    def partition_columns(self, name: str) -> list[str]:
+        return self._detail(name)[0]
+
+    def _set_stats_columns(self, name: str, want: str) -> None:
+        """Point an existing table's statistics at the columns ``want`` before a write. Only
+        columns the table has now can be named (Delta checks), so columns the write adds are
+        named on the table's next write; a named column the write drops is no longer named
+        (Delta would refuse the write)."""
+        _, properties = self._detail(name)
+        have = properties.get(STATS_COLUMNS)
+        if have == want:
+            return
+        table = f"delta.`{self.path(name)}`"
+        current = set(self.spark.read.format("delta").load(self.path(name)).columns)
+        now = ",".join(c for c in want.split(",") if c in current)
+        if now and now != have:
+            self.spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ('{STATS_COLUMNS}' = '{now}')")
+            properties[STATS_COLUMNS] = now
+        elif not now and have is not None:
+            self.spark.sql(f"ALTER TABLE {table} UNSET TBLPROPERTIES ('{STATS_COLUMNS}')")
+            properties.pop(STATS_COLUMNS)
 
     def write(self, name: str, df: DataFrame, replace_where: str | None = None,
               append: bool = False) -> int:
@@ -239,16 +290,31 @@ class Lakehouse:
         Tables in ``PARTITIONS`` are written partitioned. One that an earlier version wrote
         without those partitions is rewritten once, partitioned: its other rows and ``df``.
         """
+        from pyspark.sql import functions as F
+
         partitions = PARTITIONS.get(name, ())
+        want = stats_columns(df.schema, partitions)
+        exists = self.exists(name)
+        if want is not None and not exists:  # created with the property, in the write's commit
+            creator = df.writeTo(f"delta.`{self.path(name)}`").using("delta").tableProperty(
+                STATS_COLUMNS, want)
+            if partitions:
+                creator = creator.partitionedBy(*[F.col(c) for c in partitions])
+            creator.create()
+            self._details[name] = (list(partitions), {STATS_COLUMNS: want})
+            return self._latest_commit(name)
+        if want is not None:
+            self._set_stats_columns(name, want)
         writer = df.write.format("delta")
         if append:
             writer = writer.mode("append").option("mergeSchema", "true")
-        elif replace_where and self.exists(name):
+        elif replace_where and exists:
             if partitions and self.partition_columns(name) != list(partitions):
                 kept = self.read(name)[0].where(f"NOT ({replace_where})")
                 df = kept.unionByName(df, allowMissingColumns=True)
                 writer = (df.write.format("delta").mode("overwrite")
                           .option("overwriteSchema", "true").partitionBy(*partitions))
+                self._details.pop(name, None)  # partitioned now
             else:
                 writer = writer.mode("overwrite").option("replaceWhere", replace_where)
         else:
