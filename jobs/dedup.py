@@ -354,7 +354,7 @@ def estimated_edges(edges: DataFrame, reps: DataFrame, d: DedupSettings) -> Data
 
 
 def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
-                   one_task: bool = False, checkpointed: bool = False) -> DataFrame:
+                   one_task: bool = False) -> DataFrame:
     """The candidate edges (src, dst) whose Jaccard similarity is ≥ ``d.threshold``.
 
     ``scored``: every candidate edge with the signatures' estimate as ``jaccard``. With
@@ -366,14 +366,13 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
     event. Carrying every file's shingle set instead (4 bytes per distinct shingle, about half the
     text) cost more than the MinHash itself (bench/RESULTS.md). ``one_task``: the pairs and the
     sets they need go to one task, which holds each set once; otherwise both sets are joined to
-    every pair across the cluster. ``checkpointed``: ``scored`` is already materialized.
+    every pair across the cluster.
     """
     from pyspark.sql import functions as F
 
-    if not _reads_text(d):
+    if d.verify == "signature" or d.verify_margin == 0:
         return scored.where(F.col("jaccard") >= d.threshold).select("src", "dst")
-    if not checkpointed:
-        scored = scored.localCheckpoint(eager=True)
+    scored = scored.localCheckpoint(eager=True)
     low, high = d.threshold - d.verify_margin, d.threshold + d.verify_margin
     unsure = scored.where((F.col("jaccard") > low) & (F.col("jaccard") < high))
     ids = (unsure.select(F.col("src").alias("id")).union(unsure.select(F.col("dst").alias("id")))
@@ -400,33 +399,15 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
             .unionByName(exact.where(F.col("jaccard") >= d.threshold).select("src", "dst")))
 
 
-def _reads_text(d: DedupSettings) -> bool:
-    """Whether verification reads the text again (exact Jaccards near the threshold)."""
-    return d.verify == "exact" and d.verify_margin > 0
-
-
-def rows_of(files: DataFrame, ids: DataFrame, d: DedupSettings) -> DataFrame:
-    """The rows of ``files`` whose id is in ``ids`` (one column ``id``), read once and kept."""
-    from pyspark.sql import functions as F
-
-    ids = ids.distinct().localCheckpoint(eager=True)
-    wanted = F.broadcast(ids) if ids.count() <= d.broadcast_rows else ids  # else text shuffled
-    return files.join(wanted, "id", "left_semi").localCheckpoint(eager=True)
-
-
-def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings,
-                    also: DataFrame | None = None) -> tuple[DataFrame, int, DataFrame | None]:
+def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
     """(id, cluster_id, representative, jaccard) of every file in a near-duplicate cluster;
     ``jaccard`` is the signatures' estimate of the file's similarity to the representative.
 
     ``reps``: the exact-duplicate survivors with a signature and the rank columns; ``files``: the
     stage's input with the text (read again only for exact verification near the threshold).
     Up to ``d.one_task_files`` signatures, the candidate pairs come from one executor task, else
-    from the distributed banding; both give the same pairs. Returns the members, the number of
-    connected-components rounds and, when verification reads the text, the rows of ``files``
-    it read: every end of a pair whose estimate is above ``threshold - verify_margin`` (so every
-    member that can be dropped) and the ids in ``also`` — in the same scan, so the stage writes
-    its rejects without reading all the text a third time (None otherwise).
+    from the distributed banding; both give the same pairs. Returns the members and the number of
+    connected-components rounds.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -438,18 +419,10 @@ def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings,
     else:
         edges = _candidates_distributed(reps, d)
         scored = None
-    rows = None
     if d.verify != "none":
         if scored is None:
             scored = estimated_edges(edges, reps, d)
-        if _reads_text(d):
-            scored = scored.localCheckpoint(eager=True)
-            near = scored.where(F.col("jaccard") > d.threshold - d.verify_margin)
-            ends = near.select(F.col("src").alias("id")).union(near.select(
-                F.col("dst").alias("id")))
-            rows = rows_of(files, ends if also is None else ends.union(also), d)
-        edges = verified_edges(scored, files if rows is None else rows, d, one_task,
-                               checkpointed=rows is not None)
+        edges = verified_edges(scored, files, d, one_task)
     components = connected_components(edges, d.max_rounds, d.one_task_edges)
     members = components.labels.join(reps, components.labels["node"] == reps["id"]).select(
         "id", F.col("component").alias("cluster_id"), F.col("signature").alias("a"),
@@ -461,17 +434,16 @@ def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings,
     pairs = members.join(rep_side, "cluster_id")
     return (_with_jaccard(pairs, d, "signature", ("id", "cluster_id", "representative"),
                           "id string, cluster_id string, representative string"),
-            components.rounds, rows)
+            components.rounds)
 
 
 RANK_COLUMNS = ("license", "stars", "alpha_fraction", "max_line_length", "path", "repo")
 
 
 def _decisions(spark: SparkSession, cfg: PipelineConfig,
-               files: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame | None]:
-    """One row per distinct file id (content_hash, _outcome, _reason, detail, _copies), the
-    clusters for silver.dup_clusters, and the rows of ``files`` that verification read, which
-    include every dropped file (``near_duplicates``; None when verification reads no text).
+               files: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """One row per distinct file id (content_hash, _outcome, _reason, detail, _copies), and the
+    clusters for silver.dup_clusters.
 
     Computed on narrow rows (id, hashes, signature, rank columns): the text is read once, by the
     signing pass, and never shuffled. Copies of one id (the same repo, path and content ingested
@@ -497,12 +469,10 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
               .withColumn("_exact_size", F.sum("_copies").over(Window.partitionBy("_group")))
               .localCheckpoint(eager=True))  # signed once; later passes reuse it
     survivors = ranked.where((F.col("_exact_rn") == 1) & F.col("_error").isNull())
-    rows = None
     if d.near:
         reps = survivors.where(F.col("signature").isNotNull()).select(
             "id", "signature", "_license_rank", *RANK_COLUMNS[1:])
-        near, _rounds, rows = near_duplicates(
-            reps, files, d, also=ranked.where(F.col("_exact_rn") > 1).select("id"))
+        near, _rounds = near_duplicates(reps, files, d)
         near = near.localCheckpoint(eager=True)
     else:
         near = spark.createDataFrame(
@@ -543,8 +513,7 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
              F.max(others).alias("max_jaccard"), F.min(others).alias("min_jaccard"))
         .select(F.lit("near").alias("kind"), "cluster_id", "representative", "members", "size",
                 "max_jaccard", "min_jaccard"))
-    return (decisions.localCheckpoint(eager=True), exact_clusters.unionByName(near_clusters),
-            rows)
+    return decisions.localCheckpoint(eager=True), exact_clusters.unionByName(near_clusters)
 
 
 def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]) -> StageResult:
@@ -552,7 +521,7 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     from pyspark.sql import functions as F
 
     files = inputs["silver.files"].select(*INPUT_COLUMNS)
-    decisions, clusters, read = _decisions(spark, cfg, files)
+    decisions, clusters = _decisions(spark, cfg, files)
     # Join the decisions back to the full rows. Extra copies of one id (rare) are told apart by
     # the rank, in a window over just those rows; the first copy takes the id's decision. Without
     # such ids (the usual case) that branch is left out: it scanned the files once more per write.
@@ -561,22 +530,12 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     with_copies = F.col("_copies") > 1
     ids, copied = decisions.agg(F.count(F.lit(1)), F.count(F.when(with_copies, 1))).first()
     any_copies = copied > 0
-    small = ids <= cfg.dedup.broadcast_rows
-
-    def joined(rows: DataFrame, which: Column) -> DataFrame:
-        chosen = decisions.where(which)
-        return rows.join(F.broadcast(chosen) if small else chosen, "id")
-
-    copies = joined(files, with_copies)
-    if read is not None and not any_copies:
-        # Dropped rows come from the rows verification read (every dropped file is among them;
-        # one missing would unbalance the ledger, loudly), so silver.rejects does not scan all
-        # the text again: the optimizer prunes each branch from the plan that wants the other
-        # outcomes (bench/RESULTS.md: 1.5 s of the 1x write).
-        dropped = F.col("_outcome") == DROPPED
-        single = joined(files, ~dropped).unionByName(joined(read, dropped))
+    if ids <= cfg.dedup.broadcast_rows:
+        single = files.join(F.broadcast(decisions.where(~with_copies)), "id")
+        copies = files.join(F.broadcast(decisions.where(with_copies)), "id")
     else:
-        single = joined(files, ~with_copies)
+        joined = files.join(decisions, "id")
+        single, copies = joined.where(~with_copies), joined.where(with_copies)
     decided = single
     if any_copies:
         copies = copies.withColumn(

@@ -49,10 +49,10 @@ TABLES: dict[str, str] = {
 PARTITIONS: dict[str, tuple[str, ...]] = {"silver.rejects": ("stage",), "ops.quarantine": ("stage",)}
 
 # Long text columns Delta keeps no per-file statistics for. Their min/max (cut to 32 characters)
-# never skip a file, and computing them took about a quarter of writing the text (silver.
-# unique_files on the make-run corpus, 360 MB: 3.5-4.0 s with them, 2.7-3.0 s without; measured,
-# bench/RESULTS.md). A table with one of them gets ``delta.dataSkippingStatsColumns`` = its other
-# columns that Delta can keep statistics for; the rest keep Delta's default (the first 32 columns).
+# never skip a file, and computing them is about a tenth of writing the text (the make-run
+# silver.files, 360 MB: 2.51 s with them, 2.24 s without, bench/delta_write.py). A table with one
+# of them gets ``delta.dataSkippingStatsColumns`` = its other columns that Delta can keep
+# statistics for; the rest keep Delta's default (the first 32 columns).
 UNINDEXED_TEXT = frozenset({"text", "payload", "context", "target", "prefix", "middle", "suffix",
                             "rendered"})
 STATS_COLUMNS = "delta.dataSkippingStatsColumns"
