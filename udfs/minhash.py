@@ -428,19 +428,12 @@ def set_jaccards(a_values: np.ndarray, a_counts: np.ndarray, b_values: np.ndarra
                  b_counts: np.ndarray) -> np.ndarray:
     """``set_jaccard`` of many pairs at once: pair i is ``a_counts[i]`` values of ``a_values``
     against ``b_counts[i]`` of ``b_values`` (each set sorted and distinct, concatenated in pair
-    order). One sort of (pair, value) keys finds every intersection: a value present in both sets
-    of a pair is the only way two keys can be equal. Per-pair ``np.intersect1d`` spent ~20 µs of
-    Python per pair; this is one numpy pass per batch."""
+    order). ``indexed_set_jaccards`` with set i of a and set i of b as pair i: one compiled merge
+    per pair instead of ~20 µs of Python per pair with ``np.intersect1d``."""
     pairs = len(a_counts)
-    owner_a = np.repeat(np.arange(pairs, dtype=np.uint64), a_counts)
-    owner_b = np.repeat(np.arange(pairs, dtype=np.uint64), b_counts)
-    keys = np.concatenate([(owner_a << np.uint64(32)) | a_values.astype(np.uint64),
-                           (owner_b << np.uint64(32)) | b_values.astype(np.uint64)])
-    keys.sort()
-    same = keys[1:][keys[1:] == keys[:-1]]
-    inter = np.bincount((same >> np.uint64(32)).astype(np.int64), minlength=pairs)
-    union = np.asarray(a_counts) + np.asarray(b_counts) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    values = np.concatenate([np.asarray(a_values, np.uint32), np.asarray(b_values, np.uint32)])
+    sizes = np.concatenate([np.asarray(a_counts, np.int64), np.asarray(b_counts, np.int64)])
+    return indexed_set_jaccards(values, sizes, np.arange(pairs), pairs + np.arange(pairs))
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float:
