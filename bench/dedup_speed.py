@@ -5,8 +5,9 @@
   on Spark local[2], timed inside one warm session, so JVM start-up is not counted; the first run
   of the session is also reported ("cold"). Warm runs vary by up to a third on a shared VM (the
   JVM's JIT, the page cache), so ``--repeat`` warm runs are made and their median is the figure.
-  ``codemill_no_writes``: the same run with ``dry_run`` — every decision computed and counted (signatures, clusters, the ledger's tally), no
-  Delta table written — which does the same work as the datasketch column.
+  ``codemill_no_writes``: the same run with ``dry_run`` — every decision computed and counted
+  (signatures, clusters, the ledger's tally), no Delta table written — which does the same work
+  as the datasketch column.
 - **datasketch**, one process: the same normalized content hash for exact duplicates, then per file
   ``tokenize`` → 5-gram shingles → ``MinHash.update_batch`` (its default SHA-1 hash), insert into
   ``MinHashLSH(threshold=0.7, num_perm=256)``, query every file and union the candidates. No
