@@ -117,6 +117,12 @@ class DedupSettings(_Strict):
     64-hex ids, 256 permutations). 0: always distributed.
     broadcast_rows: up to this many files (about 200 bytes each), their decisions are broadcast to
     the executors to be joined back to the text; more, and the text is shuffled to them instead.
+    rejects_text: copy each dropped file's text into its silver.rejects row. Off by default: the
+    row names the file (id, repo, path) and its cluster, and the text stays in silver.files at
+    the version the ledger row pins (``input_versions``), so a join gives it back (README).
+    Dedup drops most of a large code corpus (copies of vendored code and forks), so copying its
+    text would store most of the corpus twice and write it once more in every run
+    (bench/RESULTS.md).
     """
 
     near: bool = True  # False: exact deduplication only
@@ -136,6 +142,7 @@ class DedupSettings(_Strict):
     one_task_edges: int = Field(1_000_000, ge=0)
     one_task_files: int = Field(200_000, ge=0)
     broadcast_rows: int = Field(500_000, ge=0)
+    rejects_text: bool = False
 
     @model_validator(mode="after")
     def _banding(self):

@@ -19,9 +19,10 @@
    component's id is its smallest file id, so two runs give identical tables.
    Each component keeps its first file by rank; the others are dropped as ``near_duplicate``.
 4. Every dropped file goes to silver.rejects with ``detail`` = JSON of its cluster (kind, cluster
-   id, representative, Jaccard to the representative), and every cluster of two or more files to
-   silver.dup_clusters (members, representative, size, max/min Jaccard of the members to the
-   representative). The Jaccard of a member to its representative is the signatures' estimate
+   id, representative, Jaccard to the representative) and without its text (it stays in
+   silver.files at the version the ledger pins; ``dedup.rejects_text`` copies it), and every
+   cluster of two or more files to silver.dup_clusters (members, representative, size, max/min
+   Jaccard of the members to the representative). The Jaccard of a member to its representative is the signatures' estimate
    (± 0.03 at 256 permutations); a member can be below the threshold when it joined the cluster
    through another member. A file whose hashing raised is quarantined with the error.
 
@@ -563,6 +564,7 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
         decided=decided,
         kept_columns=INPUT_COLUMNS + ("content_hash",),
         extra_outputs={"silver.dup_clusters": clusters},
+        rejects_omit=() if cfg.dedup.rejects_text else ("text",),
     )
 
 

@@ -79,11 +79,12 @@ def preflight(cfg: PipelineConfig, stages: list[str]) -> None:
                           "Qwen/Qwen2.5-Coder-32B-Instruct need the model cache)")
 
 
-def _tally(result_decided: DataFrame) -> tuple[int, int, dict[str, int], int]:
-    """(rows kept, bytes kept, dropped by reason, rows quarantined) in one aggregation."""
+def _tally(result_decided: DataFrame) -> tuple[int, int, dict[str, int], int, int]:
+    """(rows kept, bytes kept, dropped by reason, bytes dropped, rows quarantined) in one
+    aggregation."""
     from pyspark.sql import functions as F
 
-    kept = kept_bytes = quarantined = 0
+    kept = kept_bytes = dropped_bytes = quarantined = 0
     dropped: dict[str, int] = {}
     rows = (result_decided.groupBy("_outcome", "_reason")
             .agg(F.count(F.lit(1)).alias("n"), F.sum("_bytes").alias("b")).collect())
@@ -93,9 +94,26 @@ def _tally(result_decided: DataFrame) -> tuple[int, int, dict[str, int], int]:
         elif row["_outcome"] == "dropped":
             reason = row["_reason"] or "unnamed"
             dropped[reason] = dropped.get(reason, 0) + row["n"]
+            dropped_bytes += row["b"] or 0
         else:
             quarantined += row["n"]
-    return kept, kept_bytes, dict(sorted(dropped.items())), quarantined
+    return kept, kept_bytes, dict(sorted(dropped.items())), dropped_bytes, quarantined
+
+
+# silver.rejects and ops.quarantine slices are written in files of about FILE_BYTES (Spark's own
+# split size), estimating a row at ROW_BYTES plus its text. Their rows are a stage's drops, spread
+# over every split of the input; one file per split cost Delta's per-file work for files of a few
+# hundred rows (dedup at 4x the bench corpus: 74,593 rejects in 29 files took 4.6-5.5 s to write,
+# in 2 files 1.9-2.2 s, measured).
+FILE_BYTES = 128 << 20
+ROW_BYTES = 512
+
+
+def _in_few_files(df: DataFrame, rows: int, text_bytes: int) -> DataFrame:
+    """``df`` coalesced to the files its estimated size needs, but not fewer than the cluster's
+    default parallelism (every core keeps a share of the scan), nor more than it has."""
+    need = -(-(rows * ROW_BYTES + text_bytes) // FILE_BYTES)
+    return df.coalesce(max(need, df.sparkSession.sparkContext.defaultParallelism))
 
 
 def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]]) -> dict[str, int]:
@@ -103,11 +121,27 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]])
     each, and return their new versions. The tables are distinct, so the Delta commits cannot
     conflict; a stage's writes overlap each other's planning, commits and single-task tails
     (dedup at 4x the bench corpus: 12.6 s of writes one after another, 8.2 s side by side).
-    The first failure is raised once all have finished."""
+    The first failure is raised once all have finished.
+
+    Each write runs its jobs in a scheduler pool of its own (``spark.scheduler.pool`` = the table;
+    the session's ``spark.scheduler.mode`` is FAIR, see ``jobs.lakehouse.spark_session``): with one
+    FIFO queue, the small tables' Delta jobs (snapshots, the commit's checks) and their narrow
+    writes waited for every task of the output table's full-text write, and ran after it
+    (dedup at 4x: 18 s of writes → measured in bench/RESULTS.md).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
+    context = lake.spark.sparkContext
+
+    def write(table: str, df: DataFrame, where: str | None) -> int:
+        context.setLocalProperty("spark.scheduler.pool", table)
+        try:
+            return lake.write(table, df, replace_where=where)
+        finally:
+            context.setLocalProperty("spark.scheduler.pool", None)
+
     with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="write") as pool:
-        futures = {table: pool.submit(lake.write, table, df, replace_where=where)
+        futures = {table: pool.submit(write, table, df, where)
                    for table, (df, where) in writes.items()}
         return {table: future.result() for table, future in futures.items()}
 
@@ -133,7 +167,7 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
         result = stage.build(spark, cfg, inputs)
         totals = result.input_rows.agg(F.count(F.lit(1)).alias("n"),
                                        F.sum("_bytes").alias("b")).first()
-        kept, kept_bytes, dropped, quarantined = _tally(result.decided)
+        kept, kept_bytes, dropped, dropped_bytes, quarantined = _tally(result.decided)
         report = StageReport(
             run_id=run_id, stage=name, rows_in=totals["n"], rows_out=kept, dropped=dropped,
             rows_quarantined=quarantined, bytes_in=totals["b"] or 0, bytes_out=kept_bytes,
@@ -154,8 +188,11 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
             keep_alive.extend(result.persisted)
         else:
             slice_ = f"stage = '{name}'"
-            rejects = rejects_of(name, result.decided)
-            quarantine = quarantine_of(name, result.decided)
+            rejects = _in_few_files(
+                rejects_of(name, result.decided, result.rejects_omit), report.rows_dropped,
+                0 if "text" in result.rejects_omit else dropped_bytes)
+            quarantine = _in_few_files(quarantine_of(name, result.decided), quarantined,
+                                       quarantined * cfg.ingest.quarantine_payload_chars)
             # nothing to write: an empty frame still replaces the slice, without re-reading input
             writes = {stage.output: (kept_df, None), **{t: (df, None) for t, df in
                                                         result.extra_outputs.items()},

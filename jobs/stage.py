@@ -40,6 +40,8 @@ class StageResult:
     persisted: list[DataFrame] = field(default_factory=list)
     # further tables the stage writes whole (overwrite), e.g. dedup's silver.dup_clusters
     extra_outputs: dict[str, DataFrame] = field(default_factory=dict)
+    # silver.rejects columns the stage leaves null (dedup's text: it stays in the stage's input)
+    rejects_omit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,11 @@ class RowBuffer:
         return pa.RecordBatch.from_pydict(self.columns, schema=self.schema)
 
 
-def rejects_of(stage: str, decided: DataFrame) -> DataFrame:
-    """Dropped rows in silver.rejects' schema (columns a stage lacks are null)."""
+def rejects_of(stage: str, decided: DataFrame, omit: tuple[str, ...] = ()) -> DataFrame:
+    """Dropped rows in silver.rejects' schema (columns a stage lacks or ``omit``s are null)."""
     from pyspark.sql import functions as F
 
-    cols = set(decided.columns)
+    cols = set(decided.columns) - set(omit)
     select = [F.lit(stage).alias("stage"), F.col("_reason").alias("reason")]
     for spec in REJECT_SCHEMA.split(", ")[2:]:
         name, kind = spec.split(" ")

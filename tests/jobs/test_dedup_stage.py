@@ -49,14 +49,20 @@ ROWS = [
 ID = {r["path"]: r["id"] for r in ROWS}
 
 
-@pytest.fixture
-def silver(spark, lakehouse):
+def write_files(spark, lakehouse, slices: int | None = None) -> None:
+    """ROWS as silver.files, in ``slices`` parts (Spark's default if None)."""
     schema = ("id string, repo string, path string, language string, license string, "
               "stars long, text string, size_bytes long, num_lines long, alpha_fraction double, "
               "avg_line_length double, max_line_length long")
-    df = spark.createDataFrame([tuple(r[c.split(" ")[0]] for c in schema.split(", "))
-                                for r in ROWS], schema)
+    rows = [tuple(r[c.split(" ")[0]] for c in schema.split(", ")) for r in ROWS]
+    df = spark.createDataFrame(spark.sparkContext.parallelize(rows, slices) if slices else rows,
+                               schema)
     Lakehouse(spark, lakehouse).write("silver.files", df)
+
+
+@pytest.fixture
+def silver(spark, lakehouse):
+    write_files(spark, lakehouse)
     return lakehouse
 
 
@@ -99,6 +105,31 @@ def test_exact_and_near_duplicates_with_named_reasons(spark, silver):
     assert (near["members"], near["representative"], near["size"]) == (
         sorted([ID["a.py"], ID["b.py"]]), ID["b.py"], 2)
     assert near["min_jaccard"] == near["max_jaccard"] == pytest.approx(near_a["jaccard"], abs=1e-4)
+
+
+def test_rejects_name_the_file_and_the_text_stays_in_the_pinned_input(spark, silver):
+    """By default dedup's rejects carry no text: the ledger pins the silver.files version that
+    has it, and a join on id gives every dropped file's text back. rejects_text copies it."""
+    # one row per file of the input: without coalescing, each reject would be a file of its own
+    write_files(spark, silver, slices=len(ROWS))
+    assert len(DeltaTable(f"{silver}/silver/files").file_uris()) == len(ROWS)
+    lake = Lakehouse(spark, silver)
+    result = run_pipeline(make_config(silver), ["dedup"], spark=spark)
+    [report] = result.reports
+    version = report.input_versions["silver.files"]
+    rejects = lake.read("silver.rejects")[0].where("stage = 'dedup'")
+    assert rejects.where("text IS NOT NULL").count() == 0
+    files = lake.read("silver.files", version)[0].select("id", "path", "text").distinct()
+    back = {(r["path"], r["text"]) for r in rejects.select("id").join(files, "id").collect()}
+    by_path = {r["path"]: r["text"] for r in ROWS}
+    assert back == {(p, by_path[p]) for p in ("a_copy.py", "c.py", "a.py", "s3.py")}
+    # the slice is written in as few files as its size allows (local[2]: no more than 2)
+    commit = DeltaTable(f"{silver}/silver/rejects").history(1)[0]
+    assert 1 <= int(commit["operationMetrics"]["numFiles"]) <= 2
+
+    run_pipeline(make_config(silver, "dedup.rejects_text=true"), ["dedup"], spark=spark)
+    texts = {r["path"]: r["text"] for r in table(silver, "silver.rejects") if r["stage"] == "dedup"}
+    assert texts == {p: by_path[p] for p in ("a_copy.py", "c.py", "a.py", "s3.py")}
 
 
 def test_two_runs_write_identical_tables(spark, silver, tmp_path):

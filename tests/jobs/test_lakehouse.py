@@ -103,3 +103,34 @@ def test_a_table_from_an_earlier_version_gets_the_property_and_may_drop_a_named_
     Lakehouse(spark, lakehouse).write("silver.files", later.coalesce(1))  # the run after
     assert stats_property(lakehouse, "silver.files") == "id,size_bytes"
     assert file_stats(lakehouse, "silver.files")[0]["minValues"] == {"id": "c", "size_bytes": 9}
+
+
+def test_each_write_of_a_stage_runs_in_its_tables_scheduler_pool(spark, lakehouse):
+    """Side-by-side writes share the executors (FAIR) instead of queueing behind the first
+    write's tasks; every table has its pool in conf/fairscheduler.xml."""
+    import xml.etree.ElementTree as ET
+
+    from jobs import pipeline
+    from jobs.lakehouse import POOLS, TABLES
+
+    pools = {p.get("name") for p in ET.parse(POOLS).getroot().iter("pool")}
+    assert pools == set(TABLES)
+    context = spark.sparkContext
+    assert context.getConf().get("spark.scheduler.mode") == "FAIR"
+    assert all(context._jsc.sc().getPoolForName(name).isDefined() for name in TABLES)
+
+    lake = Lakehouse(spark, lakehouse)
+    seen = {}
+    write = lake.write
+
+    def recording(name, df, **kwargs):
+        seen[name] = context.getLocalProperty("spark.scheduler.pool")
+        return write(name, df, **kwargs)
+
+    lake.write = recording
+    frames = {name: (spark.createDataFrame([("dedup", "x", str(i))], SCHEMA), None)
+              for i, name in enumerate(("silver.dup_clusters", "ops.quarantine"))}
+    versions = pipeline._write_all(lake, frames)
+    assert seen == {name: name for name in frames}
+    assert versions == {name: 0 for name in frames}
+    assert context.getLocalProperty("spark.scheduler.pool") is None  # the caller's is untouched
