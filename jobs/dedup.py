@@ -22,9 +22,9 @@
    id, representative, Jaccard to the representative) and without its text (it stays in
    silver.files at the version the ledger pins; ``dedup.rejects_text`` copies it), and every
    cluster of two or more files to silver.dup_clusters (members, representative, size, max/min
-   Jaccard of the members to the representative). The Jaccard of a member to its representative is the signatures' estimate
-   (± 0.03 at 256 permutations); a member can be below the threshold when it joined the cluster
-   through another member. A file whose hashing raised is quarantined with the error.
+   Jaccard of the members to the representative). The Jaccard of a member to its representative
+   is the signatures' estimate (± 0.03 at 256 permutations); a member can be below the threshold
+   when it joined the cluster through another member. A file whose hashing raised is quarantined with the error.
 
 **Rank** (the representative rule, the same for exact and near clusters): most permissive license
 first (``udfs.licenses.PERMISSIVENESS``), then most stars, then the quality signals the filter
