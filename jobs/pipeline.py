@@ -126,8 +126,8 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]])
     Each write runs its jobs in a scheduler pool of its own (``spark.scheduler.pool`` = the table;
     the session's ``spark.scheduler.mode`` is FAIR, see ``jobs.lakehouse.spark_session``): with one
     FIFO queue, the small tables' Delta jobs (snapshots, the commit's checks) and their narrow
-    writes waited for every task of the output table's full-text write, and ran after it
-    (dedup at 4x: 18 s of writes → measured in bench/RESULTS.md).
+    writes waited for every task of the output table's full-text write, and ran after it (dedup
+    at 4x: the rejects' Delta preparation queued 7-8 s; bench/RESULTS.md, session 8).
     """
     from concurrent.futures import ThreadPoolExecutor
 
