@@ -145,19 +145,65 @@ def _normalized(data: np.ndarray, offsets: np.ndarray,
     return out[:w], out_offsets
 
 
+@numba.njit(cache=True)
+def _normal_ends(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """For every document that normalization would only cut at its end: where its normalized
+    text ends in ``data`` (its trailing line ends dropped); -1 for the others.
+
+    A document qualifies when it has no carriage return and no line (the last included) ends in a
+    byte that could be whitespace: ASCII whitespace or any byte of a non-ASCII character (which
+    might be one of the Unicode spaces; the full pass decides those). In the bench corpus 98 % of
+    the files, 94 % of the bytes, qualify, and this scan, which writes nothing, takes a third of
+    the copying pass's time (0.45 s against 1.23 s for 360 MB, one core, measured).
+    """
+    n = len(offsets) - 1
+    ends = np.full(n, -1, dtype=np.int64)
+    for doc in range(n):
+        start, end = offsets[doc], offsets[doc + 1]
+        while end > start and data[end - 1] == 10:
+            end -= 1
+        if end > start and _may_be_space(data[end - 1]):
+            continue
+        normal = True
+        for r in range(start, end):
+            c = data[r]
+            if c <= 13:  # one comparison for nearly every byte
+                if c == 13 or (c == 10 and r > start and _may_be_space(data[r - 1])):
+                    normal = False
+                    break
+        if normal:
+            ends[doc] = end
+    return ends
+
+
+@numba.njit(cache=True, inline="always")
+def _may_be_space(c: np.uint8) -> bool:
+    """Whether byte ``c`` (not a line feed) may belong to a character ``str.rstrip`` strips."""
+    return c == 32 or c == 9 or c == 11 or c == 12 or c == 13 or (0x1C <= c <= 0x1F) or c >= 0x80
+
+
 def content_hashes(data: np.ndarray, offsets: np.ndarray) -> list[str]:
     """``content_hash`` of every document in a UTF-8 buffer (``encode_docs``' layout): the
-    normalization in one compiled pass, then one SHA-256 call per document. Hand-written instead of
-    ``content_hash`` per string because that spent more time making Python strings and splitting
-    their lines than the MinHash took (0.68 s against 0.77 s for 65 MB, measured).
+    documents that normalization leaves alone but for their trailing line ends are hashed in
+    place (``_normal_ends``), the others normalized by one compiled pass each; one SHA-256 call
+    per document. Hand-written instead of ``content_hash`` per string because that spent more time
+    making Python strings and splitting their lines than the MinHash took (0.68 s against 0.77 s
+    for 65 MB, measured).
     """
     if len(offsets) == 0 or offsets[0] < 0 or offsets[-1] > len(data) or np.any(
             np.diff(offsets) < 0):
         raise ValueError("offsets must ascend and stay inside the data")  # no bounds checks
-    normal, bounds = _normalized(data, offsets, _SPACE_CODES)
-    view = memoryview(normal)
-    return [hashlib.sha256(view[bounds[i]:bounds[i + 1]]).hexdigest()
-            for i in range(len(bounds) - 1)]
+    offsets = np.asarray(offsets, dtype=np.int64)
+    ends = _normal_ends(data, offsets)
+    view = memoryview(data)
+    out = []
+    for i, (start, end) in enumerate(zip(offsets.tolist(), ends.tolist())):
+        if end >= 0:
+            out.append(hashlib.sha256(view[start:end]).hexdigest())
+        else:
+            normal, _ = _normalized(data, offsets[i:i + 2], _SPACE_CODES)
+            out.append(hashlib.sha256(normal).hexdigest())
+    return out
 
 
 def tokenize(text: str, lowercase: bool = False) -> list[str]:

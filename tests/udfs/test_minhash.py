@@ -176,7 +176,13 @@ def test_batch_content_hashes_equal_the_per_string_definition():
     rng = random.Random(11)
     texts = ["", "\n", "\r", " \n \n", "a\r\n", "a\r\r\n", "\u3000", "é\u3000\r\n"] + [
         "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30))) for _ in range(5000)]
+    # documents normalization only cuts at the end are hashed in place: mix them in
+    plain = ["a", "b", "\n", "é", "😀", "x\u2000y"]
+    texts += ["".join(rng.choice(plain) for _ in range(rng.randrange(0, 30))) + "\n" * (i % 3)
+              for i in range(2000)]
     data, offsets = M.encode_docs(texts)
+    in_place = M._normal_ends(data, np.asarray(offsets, dtype=np.int64)) >= 0
+    assert 500 < in_place.sum() < len(texts) - 4000  # both ways are exercised
     assert M.content_hashes(data, offsets) == [M.content_hash(t) for t in texts]
     # a slice of the buffer (an Arrow slice's offsets do not start at 0)
     assert M.content_hashes(data, offsets[3:6]) == [M.content_hash(t) for t in texts[3:5]]
