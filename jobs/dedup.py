@@ -15,8 +15,10 @@
    ``dedup.verify_margin`` of the threshold (``verified_edges``). Without verification every
    bucket is a star. ``jobs.components`` then finds the connected components:
    large-star/small-star rounds on the cluster, or one executor task when the graph has at most
-   ``dedup.one_task_edges`` edges (the same labels, without the rounds' fixed costs). A
-   component's id is its smallest file id, so two runs give identical tables.
+   ``dedup.one_task_edges`` edges (the same labels, without the rounds' fixed costs); when the
+   candidate pairs came from one task (up to ``dedup.one_task_files`` files), the components and
+   their representatives come from one task as well. A component's id is its smallest file id,
+   so two runs give identical tables.
    Each component keeps its first file by rank; the others are dropped as ``near_duplicate``.
 4. Every dropped file goes to silver.rejects with ``detail`` = JSON of its cluster (kind, cluster
    id, representative, Jaccard to the representative) and without its text (it stays in
@@ -242,6 +244,57 @@ def _exact_in_one_task(schema: pa.Schema):
     return run
 
 
+# The representative rule (``rank_order``) as Arrow sort keys: every key but ``_license_rank`` and
+# ``id`` (never null) puts nulls last in Spark, and ``null_placement="at_end"`` does so in Arrow;
+# strings compare as UTF-8 bytes in both, and alpha_fraction is a fraction (never NaN). A test
+# checks the two orders pick the same representatives.
+_RANK_SORT_KEYS = [("_license_rank", "ascending"), ("stars", "descending"),
+                   ("alpha_fraction", "descending"), ("max_line_length", "ascending"),
+                   ("path", "ascending"), ("repo", "ascending"), ("id", "ascending")]
+MEMBERS_SCHEMA = "id string, cluster_id string, representative string, jaccard double"
+
+
+def _members_task(num_perm: int, schema: pa.Schema):
+    """mapInArrow function for one task: rows that are either an edge (``src``, ``dst``) or a
+    file (``id``, ``signature``, the rank columns) → ``MEMBERS_SCHEMA``: every file of an edge,
+    its component (the smallest id, ``udfs.components``), the component's first file by rank and
+    the signatures' estimate of the file's Jaccard similarity to it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from udfs.components import smallest_node_labels
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        table = pa.Table.from_batches([b for b in batches if b.num_rows])
+        if table.num_rows == 0:
+            return
+        is_edge = pc.is_valid(table.column("src"))
+        edges, files = table.filter(is_edge), table.filter(pc.invert(is_edge))
+        edges = edges.filter(pc.not_equal(edges.column("src"), edges.column("dst")))
+        if edges.num_rows == 0:
+            return
+        nodes, components = smallest_node_labels(edges.column("src"), edges.column("dst"))
+        at = pc.index_in(nodes, value_set=files.column("id"))
+        if at.null_count:  # every edge joins two signed files: a broken input
+            raise RuntimeError(f"{at.null_count} edge ends have no signature")
+        members = files.take(at).append_column("cluster_id", components)
+        members = members.take(pc.sort_indices(
+            members, [("cluster_id", "ascending"), *_RANK_SORT_KEYS], null_placement="at_end"))
+        cluster = members.column("cluster_id").combine_chunks()
+        starts = np.ones(len(cluster), dtype=bool)  # the first row of each cluster: its rep
+        starts[1:] = pc.not_equal(cluster[1:], cluster[:-1]).to_numpy(zero_copy_only=False)
+        rep = np.maximum.accumulate(np.where(starts, np.arange(len(cluster)), 0))
+        data, offsets = _buffers(members.column("signature").combine_chunks())
+        sigs = data[offsets[0]:offsets[-1]].view("<u4").reshape(-1, num_perm)
+        ids = members.column("id").combine_chunks()
+        yield pa.RecordBatch.from_arrays(
+            [ids, cluster, ids.take(pa.array(rep)),
+             pa.array(estimated_jaccard(sigs, sigs[rep]), pa.float64())], schema=schema)
+
+    return run
+
+
 # ---------------------------------------------------------------------------------------------
 # The stage
 
@@ -400,6 +453,23 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
             .unionByName(exact.where(F.col("jaccard") >= d.threshold).select("src", "dst")))
 
 
+def _members_in_one_task(edges: DataFrame, reps: DataFrame, d: DedupSettings) -> DataFrame:
+    """``near_duplicates``' members from one task (``_members_task``): the edges and every
+    signed file go to it. For the inputs whose candidate pairs already came from one task: the
+    distributed way (components, the join back to the files, a window per cluster and the
+    representative's signature joined to every member) ran about ten Spark jobs of fixed cost
+    (1.8-2.4 s at 1x the bench corpus, measured)."""
+    from pyspark.sql import functions as F
+
+    columns = ["id", "signature", "_license_rank", *RANK_COLUMNS[1:]]
+    files = reps.select(*columns, F.lit(None).cast("string").alias("src"),
+                        F.lit(None).cast("string").alias("dst"))
+    edges = edges.select(*[F.lit(None).cast(files.schema[c].dataType).alias(c) for c in columns],
+                         "src", "dst")
+    return files.unionByName(edges).repartition(1).mapInArrow(
+        _members_task(d.num_perm, arrow_schema(MEMBERS_SCHEMA)), MEMBERS_SCHEMA)
+
+
 def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
     """(id, cluster_id, representative, jaccard) of every file in a near-duplicate cluster;
     ``jaccard`` is the signatures' estimate of the file's similarity to the representative.
@@ -407,11 +477,10 @@ def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tupl
     ``reps``: the exact-duplicate survivors with a signature and the rank columns; ``files``: the
     stage's input with the text (read again only for exact verification near the threshold).
     Up to ``d.one_task_files`` signatures, the candidate pairs come from one executor task, else
-    from the distributed banding; both give the same pairs. Returns the members and the number of
-    connected-components rounds.
+    from the distributed banding; both give the same pairs. The members then come from one task
+    too (``_members_in_one_task``) or from ``_members_distributed``; both give the same rows.
+    Returns the members and the number of connected-components rounds (0 in one task).
     """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
 
     one_task = d.one_task_files > 0 and reps.count() <= d.one_task_files
     if one_task:  # the estimates come with the pairs
@@ -424,10 +493,23 @@ def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tupl
         if scored is None:
             scored = estimated_edges(edges, reps, d)
         edges = verified_edges(scored, files, d, one_task)
+    if one_task:  # the components and their representatives in one task as well
+        return _members_in_one_task(edges, reps, d), 0
+    return _members_distributed(edges, reps, d)
+
+
+def _members_distributed(edges: DataFrame, reps: DataFrame,
+                         d: DedupSettings) -> tuple[DataFrame, int]:
+    """``near_duplicates``' members with the DataFrame API: ``jobs.components``, then each
+    cluster's first file by ``rank_order`` and the signatures' estimate of every member's
+    similarity to it. Returns the members and the components' rounds."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     components = connected_components(edges, d.max_rounds, d.one_task_edges)
     members = components.labels.join(reps, components.labels["node"] == reps["id"]).select(
         "id", F.col("component").alias("cluster_id"), F.col("signature").alias("a"),
-        "_license_rank", "stars", "alpha_fraction", "max_line_length", "path", "repo")
+        "_license_rank", *RANK_COLUMNS[1:])
     by_cluster = Window.partitionBy("cluster_id").orderBy(*rank_order())
     members = members.withColumn("representative", F.first("id").over(by_cluster))
     rep_side = members.where(F.col("id") == F.col("representative")).select(

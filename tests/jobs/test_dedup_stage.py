@@ -264,6 +264,52 @@ def test_one_task_and_distributed_banding_propose_the_same_scored_pairs(spark, v
     assert (big[2], big[1]) not in pairs
 
 
+def test_one_task_and_distributed_members_pick_the_same_representatives(spark):
+    """Clusters whose files tie on every rank key but one, with nulls where Spark puts them last,
+    non-ASCII paths (byte order) and a chain: the one task and the window agree row for row."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 2**32, 16, dtype=np.uint32)
+
+    def sig(k):  # agrees with base in 16 - k positions
+        out = base.copy()
+        out[:k] += 1
+        return out.astype("<u4").tobytes()
+
+    # id, license rank, stars, alpha_fraction, max_line_length, path, repo
+    files = [
+        ("a1", 0, 10, 0.5, 80, "x.py", "r"), ("a2", 0, 10, 0.5, 80, "x.py", "q"),  # repo decides
+        ("a3", 0, None, 0.9, 10, "a.py", "a"),  # no stars: last however good the rest
+        ("b1", 1, 5, None, 50, "p", "r"), ("b2", 1, 5, 0.1, 50, "p", "r"),  # alpha: null last
+        ("b3", 0, 1, 0.1, 90, "p", "r"),  # the most permissive license wins before stars
+        ("c1", 2, 3, 0.4, None, "a.py", "r"), ("c2", 2, 3, 0.4, None, "b.py", "r"),
+        ("c3", 2, 3, 0.4, 70, "zz.py", "r"),  # a line length beats none
+        ("f1", 0, 1, 0.3, 40, "é.py", "r"), ("f2", 0, 1, 0.3, 40, "z.py", "r"),  # bytes: é > z
+        ("d1", 3, 7, 0.4, 40, None, "r"), ("d2", 3, 7, 0.4, 40, "m.py", None),  # path nulls last
+        ("e1", 0, 1, 0.3, 40, "same", "same"), ("e0", 0, 1, 0.3, 40, "same", "same"),  # id
+        ("lone", 0, 1, 0.3, 40, "l", "l"),  # in no edge: no member
+    ]
+    reps = spark.createDataFrame(
+        [(i, sig(k % 5), *rest) for k, (i, *rest) in enumerate(files)],
+        "id string, signature binary, _license_rank int, stars long, alpha_fraction double, "
+        "max_line_length long, path string, repo string")
+    edges = spark.createDataFrame(
+        [("a2", "a1"), ("a3", "a2"), ("b2", "b1"), ("b3", "b2"), ("c2", "c1"), ("c3", "c1"),
+         ("d2", "d1"), ("e1", "e0"), ("e1", "e1"), ("f2", "f1")], "src string, dst string")
+    d = make_config("unused", "dedup.num_perm=16").dedup
+
+    def rows(df):
+        return sorted((r["id"], r["cluster_id"], r["representative"], round(r["jaccard"], 9))
+                      for r in df.collect())
+
+    one_task = rows(dedup._members_in_one_task(edges, reps, d))
+    assert one_task == rows(dedup._members_distributed(edges, reps, d)[0])
+    assert {i: rep for i, _, rep, _ in one_task} == {
+        "a1": "a2", "a2": "a2", "a3": "a2", "b1": "b3", "b2": "b3", "b3": "b3",
+        "c1": "c3", "c2": "c3", "c3": "c3", "d1": "d2", "d2": "d2", "e0": "e0", "e1": "e0",
+        "f1": "f2", "f2": "f2"}
+    assert {c for _, c, _, _ in one_task} == {"a1", "b1", "c1", "d1", "e0", "f1"}
+
+
 def test_one_task_and_distributed_banding_write_identical_tables(spark, silver):
     def tables(*overrides):
         run_pipeline(make_config(silver, *overrides), ["dedup"], spark=spark)
