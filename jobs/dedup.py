@@ -245,7 +245,7 @@ def _exact_in_one_task(schema: pa.Schema):
 
 
 # The representative rule (``rank_order``) as Arrow sort keys: every key but ``_license_rank`` and
-# ``id`` (never null) puts nulls last in Spark, and ``null_placement="at_end"`` does so in Arrow;
+# ``id`` (never null) puts nulls last in Spark, and so does Arrow's sort (its default placement);
 # strings compare as UTF-8 bytes in both, and alpha_fraction is a fraction (never NaN). A test
 # checks the two orders pick the same representatives.
 _RANK_SORT_KEYS = [("_license_rank", "ascending"), ("stars", "descending"),
@@ -280,7 +280,7 @@ def _members_task(num_perm: int, schema: pa.Schema):
             raise RuntimeError(f"{at.null_count} edge ends have no signature")
         members = files.take(at).append_column("cluster_id", components)
         members = members.take(pc.sort_indices(
-            members, [("cluster_id", "ascending"), *_RANK_SORT_KEYS], null_placement="at_end"))
+            members, [("cluster_id", "ascending"), *_RANK_SORT_KEYS]))
         cluster = members.column("cluster_id").combine_chunks()
         starts = np.ones(len(cluster), dtype=bool)  # the first row of each cluster: its rep
         starts[1:] = pc.not_equal(cluster[1:], cluster[:-1]).to_numpy(zero_copy_only=False)
