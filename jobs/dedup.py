@@ -266,9 +266,10 @@ def _members_task(num_perm: int, schema: pa.Schema):
     from udfs.components import smallest_node_labels
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        table = pa.Table.from_batches([b for b in batches if b.num_rows])
-        if table.num_rows == 0:
+        batches = [b for b in batches if b.num_rows]
+        if not batches:  # no signed file (every file an exact duplicate, or without tokens)
             return
+        table = pa.Table.from_batches(batches)
         is_edge = pc.is_valid(table.column("src"))
         edges, files = table.filter(is_edge), table.filter(pc.invert(is_edge))
         edges = edges.filter(pc.not_equal(edges.column("src"), edges.column("dst")))

@@ -308,6 +308,8 @@ def test_one_task_and_distributed_members_pick_the_same_representatives(spark):
         "c1": "c3", "c2": "c3", "c3": "c3", "d1": "d2", "d2": "d2", "e0": "e0", "e1": "e0",
         "f1": "f2", "f2": "f2"}
     assert {c for _, c, _, _ in one_task} == {"a1", "b1", "c1", "d1", "e0", "f1"}
+    # no signed file at all (every file an exact duplicate or without tokens): no member
+    assert dedup._members_in_one_task(edges.limit(0), reps.limit(0), d).collect() == []
 
 
 def test_one_task_and_distributed_banding_write_identical_tables(spark, silver):
