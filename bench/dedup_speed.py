@@ -4,7 +4,10 @@
   connected components, and writing silver.unique_files / dup_clusters / rejects / ledger to Delta)
   on Spark local[2], timed inside one warm session, so JVM start-up is not counted; the first run
   of the session is also reported ("cold"). Warm runs vary by up to a third on a shared VM (the
-  JVM's JIT, the page cache), so ``--repeat`` warm runs are made and their median is the figure.
+  JVM's JIT, the page cache, the neighbours), so each size runs ``--repeat`` rounds of (codemill,
+  codemill without writes, datasketch) and each column's figure is the median of its runs: both
+  sides are timed over the same stretch of the VM's drift (``--baseline-repeat`` caps the
+  datasketch runs, which take minutes at 4×).
   ``codemill_no_writes``: the same run with ``dry_run`` — every decision computed and counted
   (signatures, clusters, the ledger's tally), no Delta table written — which does the same work
   as the datasketch column.
@@ -121,9 +124,14 @@ def main() -> int:
     ap.add_argument("--lakehouse", default="lakehouse", help="lakehouse with silver.files")
     ap.add_argument("--scales", default="1,2,4")
     ap.add_argument("--text-dedup-python", help="python of a virtualenv with text-dedup")
-    ap.add_argument("--repeat", type=int, default=3, help="warm runs per size (median counts)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds per size: warm codemill runs with and without writes (medians)")
+    ap.add_argument("--baseline-repeat", type=int, default=3,
+                    help="datasketch runs per size, one per round up to --repeat (median)")
     ap.add_argument("--out", default="bench/results/dedup_speed.json")
     args = ap.parse_args()
+    if args.repeat < 1 or args.baseline_repeat < 1:
+        ap.error("--repeat and --baseline-repeat must be at least 1")
 
     from jobs.config import load_config
     from jobs.pipeline import run_pipeline
@@ -146,24 +154,29 @@ def main() -> int:
             cold = time.perf_counter() - started
             first = False
 
-        def timed(dry_run: bool, cfg=cfg) -> tuple[list[float], object]:
-            runs, report = [], None
-            for _ in range(args.repeat):
-                started = time.perf_counter()
-                [report] = run_pipeline(cfg, ["dedup"], dry_run=dry_run, spark=spark).reports
-                runs.append(round(time.perf_counter() - started, 2))
-            return runs, report
-
-        runs, report = timed(False)
-        codemill = {"seconds": statistics.median(runs), "runs": runs, "cores": 2,
-                    "kept": report.rows_out, "cold_seconds": cold}
-        runs, dry = timed(True)
-        no_writes = {"seconds": statistics.median(runs), "runs": runs, "cores": 2,
-                     "kept": dry.rows_out}
+        # Rounds of (codemill, codemill without writes, datasketch), so that each side's runs are
+        # spread over the same stretch of time: this VM's speed drifts by up to a quarter within
+        # minutes, and one datasketch run after all of codemill's moved the ratio with it.
         texts = table.column("text").to_pylist()
-        row = {"scale": factor, "files": table.num_rows, "mb": round(mb, 1),
-               "codemill": codemill, "codemill_no_writes": no_writes,
-               "datasketch": run_datasketch(texts)}
+        timings: dict[str, list[float]] = {"codemill": [], "codemill_no_writes": [],
+                                           "datasketch": []}
+        reports, baseline = {}, None
+        for _ in range(args.repeat):
+            for name, dry_run in (("codemill", False), ("codemill_no_writes", True)):
+                started = time.perf_counter()
+                [reports[name]] = run_pipeline(cfg, ["dedup"], dry_run=dry_run,
+                                               spark=spark).reports
+                timings[name].append(round(time.perf_counter() - started, 2))
+            if args.baseline_repeat > len(timings["datasketch"]):
+                baseline = run_datasketch(texts)
+                timings["datasketch"].append(round(baseline["seconds"], 2))
+        row = {"scale": factor, "files": table.num_rows, "mb": round(mb, 1)}
+        for name in ("codemill", "codemill_no_writes"):
+            row[name] = {"seconds": statistics.median(timings[name]), "runs": timings[name],
+                         "cores": 2, "kept": reports[name].rows_out}
+        row["codemill"]["cold_seconds"] = cold
+        row["datasketch"] = {**baseline, "seconds": statistics.median(timings["datasketch"]),
+                             "runs": timings["datasketch"]}
         if args.text_dedup_python:
             row["text_dedup"] = run_text_dedup(args.text_dedup_python, texts)
         for name in ("codemill", "codemill_no_writes", "datasketch", "text_dedup"):

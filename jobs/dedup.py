@@ -101,6 +101,15 @@ def _buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8), offsets
 
 
+def _uint32_rows(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A binary column whose rows are runs of little-endian uint32s (signatures, shingle sets):
+    all its values concatenated (zero-copy) and the count per row."""
+    import numpy as np
+
+    data, offsets = _buffers(column)
+    return data[offsets[0]:offsets[-1]].view("<u4"), np.diff(offsets) // 4
+
+
 def _binary_column(data: np.ndarray, lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
     """A binary column built from its buffers: row i is the next ``lengths[i]`` bytes of ``data``
     where ``valid[i]``, else null (its bytes must not be in ``data``). No Python object per row."""
@@ -186,22 +195,17 @@ def _jaccard(mode: str, num_perm: int, keep: tuple[str, ...], schema: pa.Schema)
 
     mode ``exact``: a and b are sorted shingle-hash sets; ``signature``: MinHash signatures.
     """
-    import numpy as np
     import pyarrow as pa
-
-    def values(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """The column's concatenated uint32 values (zero-copy) and the count per row."""
-        data, offsets = _buffers(column)
-        return data[offsets[0]:offsets[-1]].view("<u4"), np.diff(offsets) // 4
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             if mode == "exact":
-                (a, a_counts), (b, b_counts) = values(batch.column("a")), values(batch.column("b"))
+                (a, a_counts), (b, b_counts) = (_uint32_rows(batch.column("a")),
+                                                _uint32_rows(batch.column("b")))
                 j = set_jaccards(a, a_counts, b, b_counts)
             else:
-                j = estimated_jaccard(values(batch.column("a"))[0].reshape(-1, num_perm),
-                                      values(batch.column("b"))[0].reshape(-1, num_perm))
+                j = estimated_jaccard(_uint32_rows(batch.column("a"))[0].reshape(-1, num_perm),
+                                      _uint32_rows(batch.column("b"))[0].reshape(-1, num_perm))
             arrays = [batch.column(name) for name in keep] + [pa.array(j, pa.float64())]
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -229,14 +233,13 @@ def _exact_in_one_task(schema: pa.Schema):
         first = pc.equal(pc.index_in(sets.column("id"), value_set=sets.column("id")),
                          pa.array(np.arange(sets.num_rows)))
         sets = sets.filter(first)
-        data, offsets = _buffers(sets.column("shingle_set"))
-        values = data[offsets[0]:offsets[-1]].view("<u4")
+        values, sizes = _uint32_rows(sets.column("shingle_set"))
         a = pc.index_in(pairs.column("src"), value_set=sets.column("id"))
         b = pc.index_in(pairs.column("dst"), value_set=sets.column("id"))
         if a.null_count or b.null_count:  # every end was read from the files: a broken input
             raise RuntimeError(f"{a.null_count + b.null_count} pair ends have no shingle set")
         a, b = a.to_numpy(), b.to_numpy()
-        jaccard = indexed_set_jaccards(values, np.diff(offsets) // 4, a, b)
+        jaccard = indexed_set_jaccards(values, sizes, a, b)
         yield pa.RecordBatch.from_arrays(
             [pairs.column("src").combine_chunks(), pairs.column("dst").combine_chunks(),
              pa.array(jaccard, pa.float64())], schema=schema)
@@ -286,8 +289,7 @@ def _members_task(num_perm: int, schema: pa.Schema):
         starts = np.ones(len(cluster), dtype=bool)  # the first row of each cluster: its rep
         starts[1:] = pc.not_equal(cluster[1:], cluster[:-1]).to_numpy(zero_copy_only=False)
         rep = np.maximum.accumulate(np.where(starts, np.arange(len(cluster)), 0))
-        data, offsets = _buffers(members.column("signature").combine_chunks())
-        sigs = data[offsets[0]:offsets[-1]].view("<u4").reshape(-1, num_perm)
+        sigs = _uint32_rows(members.column("signature"))[0].reshape(-1, num_perm)
         ids = members.column("id").combine_chunks()
         yield pa.RecordBatch.from_arrays(
             [ids, cluster, ids.take(pa.array(rep)),
@@ -360,8 +362,7 @@ def _scored_in_one_task(reps: DataFrame, d: DedupSettings) -> DataFrame:
                                       schema=in_schema)
         table = table.take(pc.sort_indices(table, [("id", "ascending")]))  # Spark's byte order
         ids = table.column("id").combine_chunks()
-        data, offsets = _buffers(table.column("signature"))
-        sigs = data[offsets[0]:offsets[-1]].view("<u4").reshape(len(ids), d.num_perm)
+        sigs = _uint32_rows(table.column("signature"))[0].reshape(len(ids), d.num_perm)
         src, dst = candidate_pairs(sigs, bands, rows, all_pairs)
         jaccard = pair_estimates(sigs, src, dst)
         for lo in range(0, len(src), 1 << 16):
