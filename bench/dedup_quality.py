@@ -127,14 +127,15 @@ def main() -> int:
         planted_rate[copy["id"]] = (rate, row["id"])
     lake = Path("bench/.lake-quality").resolve()
     shutil.rmtree(lake, ignore_errors=True)
-    write_silver(with_rows(table, planted), lake)
+    spark = spark_session()
+    write_silver(with_rows(table, planted), lake, spark)
     all_rows = rows + planted
     print(f"{len(rows)} files + {len(planted)} planted copies", flush=True)
 
     cfg = load_config(env="local", overrides=[f"lakehouse={lake}", "spark.master=local[2]",
                                               *args.overrides])
     started = time.perf_counter()
-    [report] = run_pipeline(cfg, ["dedup"], spark=spark_session()).reports
+    [report] = run_pipeline(cfg, ["dedup"], spark=spark).reports
     stage_seconds = time.perf_counter() - started
     from deltalake import DeltaTable
 

@@ -145,7 +145,7 @@ def main() -> int:
         mb = sum(table.column("size_bytes").to_pylist()) / 1e6
         lake = Path(f"bench/.lake-speed-{factor}x").resolve()
         shutil.rmtree(lake, ignore_errors=True)
-        write_silver(table, lake)
+        write_silver(table, lake, spark)
         cfg = load_config(env="local", overrides=[f"lakehouse={lake}", "spark.master=local[2]"])
         cold = None
         if first:  # the session's first run is cold
