@@ -73,11 +73,9 @@ def planted_copy(row: dict, text: str, repo: str) -> dict:
 
 def write_silver(table: pa.Table, lakehouse: Path, spark) -> None:
     """silver.files as the filter stage leaves it: written by Spark through ``Lakehouse.write``
-    (Delta's checksum file with the file list, the statistics columns, Spark's file sizes), from
-    a staging copy that delta-rs writes in files of about 4 MB. Until session 11 the staging copy
-    itself was the bench's silver.files: 24 small files without a checksum, whose every query
-    Delta planned with more work than the pipeline's own table needs (dedup at 1x: 21.9 s against
-    20.9 s on the filter stage's silver.files, medians of 6 interleaved warm runs, bench/RESULTS.md)."""
+    (Delta's checksum file, the statistics property, Spark's file sizes) from a delta-rs staging
+    copy. The staging copy alone (small files, no checksum) cost Delta more planning per query
+    than the pipeline's own table does (bench/RESULTS.md, session 11)."""
     import shutil
 
     from deltalake import write_deltalake
