@@ -176,6 +176,14 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         # worker's memory stays bounded. dedup's signing pass: 5.7-6.4 s → 4.9-5.0 s on the
         # make-run corpus (local[2], bench/RESULTS.md).
         .config("spark.sql.execution.arrow.maxBytesPerBatch", str(16 << 20))
+        # Room for every class Spark generates (whole-stage code, projections, orderings) in a
+        # session. The default LRU of 100 holds less than one dedup stage (~215 distinct
+        # classes, many of them Delta's own log and commit queries), so a stage recompiled each
+        # class with Janino and the JVM's JIT compiled the new classes again: a warm dedup run
+        # on the make-run corpus did ~205 compilations and its JIT threads burnt 12-17 s of CPU
+        # on 2 cores; with the room, 2 compilations and 6-12 s (bench/RESULTS.md, session 12).
+        # A whole `codemill run` generates about 390 distinct classes.
+        .config("spark.sql.codegen.cache.maxEntries", "1000")
     )
     if POOLS.exists():  # else Spark makes each pool on first use (and warns)
         builder = builder.config("spark.scheduler.allocation.file", str(POOLS))
