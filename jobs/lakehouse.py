@@ -180,9 +180,9 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         # session. The default LRU of 100 holds less than one dedup stage (~215 distinct
         # classes, many of them Delta's own log and commit queries), so a stage recompiled each
         # class with Janino and the JVM's JIT compiled the new classes again: a warm dedup run
-        # on the make-run corpus did ~205 compilations and its JIT threads burnt 12-17 s of CPU
-        # on 2 cores; with the room, 2 compilations and 6-12 s (bench/RESULTS.md, session 12).
-        # A whole `codemill run` generates about 390 distinct classes.
+        # on the make-run corpus did ~205 compilations and its JIT threads burnt a median 14 s
+        # of CPU on 2 cores; with the room, 2 compilations, 8 s, and the run took ~12 % less
+        # (bench/RESULTS.md, session 12). A whole `codemill run` generates ~390 classes.
         .config("spark.sql.codegen.cache.maxEntries", "1000")
     )
     if POOLS.exists():  # else Spark makes each pool on first use (and warns)
