@@ -34,6 +34,7 @@ if __name__ == "__main__" and not __package__:  # spark-submit jobs/build_sft.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.config import PipelineConfig  # noqa: E402
+from jobs.pyworker import map_in_arrow  # noqa: E402
 from jobs.stage import (  # noqa: E402
     DROPPED,
     KEPT,
@@ -159,7 +160,7 @@ def _write_tests(samples: DataFrame, cfg: PipelineConfig, schema_ddl: str) -> Da
                              "messages": r["messages"], "quality": r["quality"]})
             yield pa.RecordBatch.from_pylist(rows, schema=schema)
 
-    return pairs.mapInArrow(run, schema_ddl)
+    return map_in_arrow(pairs, run, schema_ddl)
 
 
 def _count_tokens(tokenizer: str, max_length: int, schema: pa.Schema):
@@ -215,8 +216,8 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     signals = inputs["silver.unique_files"].select(F.col("id").alias("file_id"), *SIGNALS)
     joined = samples.join(signals, "file_id", "left")
     augs = frozenset(settings.augmentations)
-    built = joined.mapInArrow(
-        _build(str(settings.templates_path()), augs, cfg.ingest.quarantine_payload_chars,
+    built = map_in_arrow(
+        joined, _build(str(settings.templates_path()), augs, cfg.ingest.quarantine_payload_chars,
                arrow_schema(BUILT_SCHEMA)), BUILT_SCHEMA)
     if "write_tests" in augs:
         built = built.unionByName(_write_tests(joined, cfg, BUILT_SCHEMA))
@@ -259,8 +260,8 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     if settings.tokenizer:
         ddl = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in sft.schema.fields)
         ddl += ", token_count long, truncated boolean"
-        sft = sft.mapInArrow(_count_tokens(settings.tokenizer, settings.max_length,
-                                           arrow_schema(ddl)), ddl)
+        sft = map_in_arrow(sft, _count_tokens(settings.tokenizer, settings.max_length,
+                                              arrow_schema(ddl)), ddl)
     else:
         sft = sft.withColumn("token_count", F.lit(None).cast("long")).withColumn(
             "truncated", F.lit(None).cast("boolean"))

@@ -83,6 +83,8 @@ def _in_one_task(e: DataFrame) -> DataFrame:
     """(node, component) of the oriented edges ``e``, computed by one task (udfs.components)."""
     from pyspark.sql.types import StructField, StructType
 
+    from jobs.pyworker import map_in_arrow
+
     kind = e.schema["u"].dataType
     schema = StructType([StructField("node", kind, False), StructField("component", kind, False)])
 
@@ -99,7 +101,7 @@ def _in_one_task(e: DataFrame) -> DataFrame:
                                                  table.column("v").combine_chunks())
         yield pa.RecordBatch.from_arrays([nodes, components], names=["node", "component"])
 
-    return e.repartition(1).mapInArrow(run, schema)
+    return map_in_arrow(e.repartition(1), run, schema)
 
 
 def connected_components(edges: DataFrame, max_rounds: int = 40,

@@ -47,6 +47,7 @@ if __name__ == "__main__" and not __package__:  # spark-submit jobs/dedup.py
 from jobs.components import connected_components  # noqa: E402
 from jobs.config import DedupSettings, PipelineConfig  # noqa: E402
 from jobs.filter import SIGNALS  # noqa: E402
+from jobs.pyworker import map_in_arrow  # noqa: E402
 from jobs.stage import (  # noqa: E402
     DROPPED,
     FILE_COLUMNS,
@@ -326,8 +327,8 @@ def license_rank(col: str = "license") -> Column:
 def _with_jaccard(df: DataFrame, d: DedupSettings, mode: str, keep: tuple[str, ...],
                   types: str) -> DataFrame:
     schema = f"{types}, jaccard double"
-    return df.select(*keep, "a", "b").mapInArrow(
-        _jaccard(mode, d.num_perm, keep, arrow_schema(schema)), schema)
+    return map_in_arrow(
+        df.select(*keep, "a", "b"), _jaccard(mode, d.num_perm, keep, arrow_schema(schema)), schema)
 
 
 def _pairs(edges: DataFrame, side: DataFrame, value: str) -> DataFrame:
@@ -371,8 +372,8 @@ def _scored_in_one_task(reps: DataFrame, d: DedupSettings) -> DataFrame:
                 [ids.take(pa.array(src[lo:hi])), ids.take(pa.array(dst[lo:hi])),
                  pa.array(jaccard[lo:hi], pa.float64())], schema=schema)
 
-    return reps.select("id", "signature").repartition(1).mapInArrow(
-        run, "src string, dst string, jaccard double")
+    return map_in_arrow(
+        reps.select("id", "signature").repartition(1), run, "src string, dst string, jaccard double")
 
 
 def _candidates_distributed(reps: DataFrame, d: DedupSettings) -> DataFrame:
@@ -438,15 +439,15 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
         return scored.where(F.col("jaccard") >= high).select("src", "dst")
     schema = "id string, shingle_set binary"
     wanted = F.broadcast(ids) if count <= d.broadcast_rows else ids  # else the text is shuffled
-    sets = (files.join(wanted, "id", "left_semi").select("id", "text")
-            .mapInArrow(_shingle_sets(d, arrow_schema(schema)), schema))
+    sets = map_in_arrow(files.join(wanted, "id", "left_semi").select("id", "text"),
+                        _shingle_sets(d, arrow_schema(schema)), schema)
     if one_task:
         none = F.lit(None).cast("string")
         tagged = sets.select("id", "shingle_set", none.alias("src"), none.alias("dst")).unionByName(
             unsure.select(none.alias("id"), F.lit(None).cast("binary").alias("shingle_set"),
                           "src", "dst"))
         out = "src string, dst string, jaccard double"
-        exact = tagged.repartition(1).mapInArrow(_exact_in_one_task(arrow_schema(out)), out)
+        exact = map_in_arrow(tagged.repartition(1), _exact_in_one_task(arrow_schema(out)), out)
     else:
         sets = sets.dropDuplicates(["id"])  # one id ingested twice has one text (the id hashes it)
         exact = _with_jaccard(_pairs(unsure.select("src", "dst"), sets, "shingle_set"), d,
@@ -468,8 +469,8 @@ def _members_in_one_task(edges: DataFrame, reps: DataFrame, d: DedupSettings) ->
                         F.lit(None).cast("string").alias("dst"))
     edges = edges.select(*[F.lit(None).cast(files.schema[c].dataType).alias(c) for c in columns],
                          "src", "dst")
-    return files.unionByName(edges).repartition(1).mapInArrow(
-        _members_task(d.num_perm, arrow_schema(MEMBERS_SCHEMA)), MEMBERS_SCHEMA)
+    return map_in_arrow(
+        files.unionByName(edges).repartition(1), _members_task(d.num_perm, arrow_schema(MEMBERS_SCHEMA)), MEMBERS_SCHEMA)
 
 
 def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
@@ -541,7 +542,7 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
     group = F.coalesce("content_hash", F.concat(F.lit("error:"), "id"))
     # Copies of one id have one text (the id hashes it), so one content hash: after one shuffle by
     # the hash both windows below find their rows in place (a window by id alone shuffled again).
-    signed = (files.mapInArrow(_sign(d, arrow_schema(SIGNED_SCHEMA)), SIGNED_SCHEMA)
+    signed = (map_in_arrow(files, _sign(d, arrow_schema(SIGNED_SCHEMA)), SIGNED_SCHEMA)
               .withColumn("_group", group).repartition("_group"))
     same_id = Window.partitionBy("_group", "id")
     narrow = (signed.withColumn("_license_rank", license_rank())

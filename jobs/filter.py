@@ -21,6 +21,7 @@ if __name__ == "__main__" and not __package__:  # spark-submit jobs/filter.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.config import PipelineConfig  # noqa: E402
+from jobs.pyworker import map_in_arrow  # noqa: E402
 from jobs.stage import (  # noqa: E402
     DROPPED,
     FILE_COLUMNS,
@@ -73,8 +74,8 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     from pyspark.sql import functions as F
 
     files = inputs["bronze.files"].select(*FILE_COLUMNS)
-    decided = files.mapInArrow(
-        _decide(cfg.filter.params, cfg.ingest.quarantine_payload_chars,
+    decided = map_in_arrow(
+        files, _decide(cfg.filter.params, cfg.ingest.quarantine_payload_chars,
                 arrow_schema(DECIDED_SCHEMA)),
         DECIDED_SCHEMA)
     persisted = []

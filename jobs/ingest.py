@@ -28,6 +28,7 @@ if __name__ == "__main__" and not __package__:  # spark-submit jobs/ingest.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.config import JsonlSource, ParquetSource, PipelineConfig, TreeSource  # noqa: E402
+from jobs.pyworker import map_in_arrow  # noqa: E402
 from jobs.stage import (  # noqa: E402
     DROPPED,
     FILE_COLUMNS,
@@ -201,14 +202,15 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
         if isinstance(src, TreeSource):
             listing = _tree_listing(spark, src)
             read_parts.append(listing.select(F.col("size").alias("_bytes")))
-            decided_parts.append(listing.mapInArrow(_decide_tree_files(chars, schema), DECIDED_SCHEMA))
+            decided_parts.append(map_in_arrow(listing, _decide_tree_files(chars, schema),
+                                              DECIDED_SCHEMA))
         else:
             lines = _jsonl(spark, src) if isinstance(src, JsonlSource) else _parquet(spark, src)
             read_parts.append(lines.select(
                 F.coalesce(F.length(F.encode("line", "UTF-8")), F.lit(0)).cast("long")
                 .alias("_bytes")))
-            decided_parts.append(lines.mapInArrow(_decide_records(src.kind, chars, schema),
-                                                  DECIDED_SCHEMA))
+            decided_parts.append(map_in_arrow(lines, _decide_records(src.kind, chars, schema),
+                                              DECIDED_SCHEMA))
     input_rows, decided = read_parts[0], decided_parts[0]
     for r, d in zip(read_parts[1:], decided_parts[1:]):
         input_rows, decided = input_rows.unionByName(r), decided.unionByName(d)

@@ -29,6 +29,7 @@ if __name__ == "__main__" and not __package__:  # spark-submit jobs/split.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.config import PipelineConfig, SplitSettings  # noqa: E402
+from jobs.pyworker import map_in_arrow  # noqa: E402
 from jobs.stage import (  # noqa: E402
     DROPPED,
     KEPT,
@@ -161,8 +162,8 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
 
     settings = cfg.split
     files = inputs["silver.unique_files"].select(*INPUT_COLUMNS)
-    rows = files.mapInArrow(
-        _split_batches(settings.params, cfg.ingest.quarantine_payload_chars,
+    rows = map_in_arrow(
+        files, _split_batches(settings.params, cfg.ingest.quarantine_payload_chars,
                        arrow_schema(SPLIT_SCHEMA)),
         SPLIT_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     quarantined = F.col("_outcome") == QUARANTINED
