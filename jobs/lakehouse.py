@@ -184,6 +184,13 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         # of CPU on 2 cores; with the room, 2 compilations, 8 s, and the run took ~12 % less
         # (bench/RESULTS.md, session 12). A whole `codemill run` generates ~390 classes.
         .config("spark.sql.codegen.cache.maxEntries", "1000")
+        # Parquet is decoded 256 rows at a time (default 4,096). Our big tables hold whole source
+        # files, ~15 KB a row, so a 4,096-row batch put ~60 MB of text in one column vector and
+        # the decoding ran from main memory. Reading silver.files' text at 2x the bench corpus
+        # (720 MB): 1.8-2.4 s → 1.0-1.3 s; 128 or 64 rows were no faster. A warm dedup run at
+        # 1x: 14.6-15.0 s → 13.8-14.3 s, medians of alternating sessions (bench/RESULTS.md,
+        # session 13). Narrow tables (ids, the ledger) read the same either way.
+        .config("spark.sql.parquet.columnarReaderBatchSize", "256")
     )
     if POOLS.exists():  # else Spark makes each pool on first use (and warns)
         builder = builder.config("spark.scheduler.allocation.file", str(POOLS))
