@@ -2,11 +2,11 @@
 
 Spark 4.0's Python worker calls ``importlib.invalidate_caches()`` at the start of every task
 (``pyspark.worker_util.setup_spark_files``). Before Python 3.12 that makes every
-``zipimport.zipimporter`` re-read the whole directory of its archive. A worker holds about 15 of
+``zipimport.zipimporter`` re-read the whole directory of its archive. A worker holds about 16 of
 them: one per package it imported from ``pyspark.zip`` (1,220 entries each time) and from the
-spark-core jar Spark puts on the workers' path, plus one for the code zip a cluster run ships. CPython
-made the invalidation lazy in 3.12 (python/cpython#103200), Spark made the call conditional after
-4.0 (SPARK-54744); this project runs on Python 3.10 and 3.11 with Spark 4.0.
+spark-core jar Spark puts on the workers' path, plus one for the code zip a cluster run
+ships. CPython made the invalidation lazy in 3.12 (python/cpython#103200) and Spark made the call
+conditional after 4.0 (SPARK-54744); this project supports Python 3.10 and 3.11 and runs Spark 4.0.
 
 Measured on local[2] (bench/RESULTS.md, session 13): a reused worker spent a median 0.175 s between
 two tasks, 0.087 s of it in that call; with the importers below, 0.03 s. A job of 16 trivial
