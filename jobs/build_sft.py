@@ -217,8 +217,10 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     joined = samples.join(signals, "file_id", "left")
     augs = frozenset(settings.augmentations)
     built = map_in_arrow(
-        joined, _build(str(settings.templates_path()), augs, cfg.ingest.quarantine_payload_chars,
-               arrow_schema(BUILT_SCHEMA)), BUILT_SCHEMA)
+        joined,
+        _build(str(settings.templates_path()), augs, cfg.ingest.quarantine_payload_chars,
+               arrow_schema(BUILT_SCHEMA)),
+        BUILT_SCHEMA)
     if "write_tests" in augs:
         built = built.unionByName(_write_tests(joined, cfg, BUILT_SCHEMA))
     built = built.persist(StorageLevel.MEMORY_AND_DISK)

@@ -327,8 +327,8 @@ def license_rank(col: str = "license") -> Column:
 def _with_jaccard(df: DataFrame, d: DedupSettings, mode: str, keep: tuple[str, ...],
                   types: str) -> DataFrame:
     schema = f"{types}, jaccard double"
-    return map_in_arrow(
-        df.select(*keep, "a", "b"), _jaccard(mode, d.num_perm, keep, arrow_schema(schema)), schema)
+    return map_in_arrow(df.select(*keep, "a", "b"),
+                        _jaccard(mode, d.num_perm, keep, arrow_schema(schema)), schema)
 
 
 def _pairs(edges: DataFrame, side: DataFrame, value: str) -> DataFrame:
@@ -372,8 +372,8 @@ def _scored_in_one_task(reps: DataFrame, d: DedupSettings) -> DataFrame:
                 [ids.take(pa.array(src[lo:hi])), ids.take(pa.array(dst[lo:hi])),
                  pa.array(jaccard[lo:hi], pa.float64())], schema=schema)
 
-    return map_in_arrow(
-        reps.select("id", "signature").repartition(1), run, "src string, dst string, jaccard double")
+    return map_in_arrow(reps.select("id", "signature").repartition(1), run,
+                        "src string, dst string, jaccard double")
 
 
 def _candidates_distributed(reps: DataFrame, d: DedupSettings) -> DataFrame:
@@ -469,8 +469,8 @@ def _members_in_one_task(edges: DataFrame, reps: DataFrame, d: DedupSettings) ->
                         F.lit(None).cast("string").alias("dst"))
     edges = edges.select(*[F.lit(None).cast(files.schema[c].dataType).alias(c) for c in columns],
                          "src", "dst")
-    return map_in_arrow(
-        files.unionByName(edges).repartition(1), _members_task(d.num_perm, arrow_schema(MEMBERS_SCHEMA)), MEMBERS_SCHEMA)
+    return map_in_arrow(files.unionByName(edges).repartition(1),
+                        _members_task(d.num_perm, arrow_schema(MEMBERS_SCHEMA)), MEMBERS_SCHEMA)
 
 
 def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:

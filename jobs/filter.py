@@ -75,7 +75,8 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
 
     files = inputs["bronze.files"].select(*FILE_COLUMNS)
     decided = map_in_arrow(
-        files, _decide(cfg.filter.params, cfg.ingest.quarantine_payload_chars,
+        files,
+        _decide(cfg.filter.params, cfg.ingest.quarantine_payload_chars,
                 arrow_schema(DECIDED_SCHEMA)),
         DECIDED_SCHEMA)
     persisted = []

@@ -163,7 +163,8 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     settings = cfg.split
     files = inputs["silver.unique_files"].select(*INPUT_COLUMNS)
     rows = map_in_arrow(
-        files, _split_batches(settings.params, cfg.ingest.quarantine_payload_chars,
+        files,
+        _split_batches(settings.params, cfg.ingest.quarantine_payload_chars,
                        arrow_schema(SPLIT_SCHEMA)),
         SPLIT_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     quarantined = F.col("_outcome") == QUARANTINED
