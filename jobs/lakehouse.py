@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -237,10 +238,7 @@ class Lakehouse:
         return DeltaTable.isDeltaTable(self.spark, self.path(name))
 
     def version(self, name: str) -> int:
-        from delta.tables import DeltaTable
-
-        row = DeltaTable.forPath(self.spark, self.path(name)).history(1).select("version").first()
-        return int(row[0])
+        return self._latest_commit(name)
 
     def read(self, name: str, version: int | None = None) -> tuple[DataFrame, int]:
         """Read a table at ``version`` (default: latest) and return it with the version read."""
@@ -253,7 +251,7 @@ class Lakehouse:
 
     def rows_written(self, name: str) -> int:
         """Rows the table's latest commit wrote (Delta's ``numOutputRows`` operation metric), as
-        ``write`` read it with the commit's version (one history read, a Spark job, per write)."""
+        ``write`` read it with the commit's version."""
         if name not in self._written:
             self._latest_commit(name)
         if name not in self._written:
@@ -261,15 +259,52 @@ class Lakehouse:
         return self._written[name]
 
     def _latest_commit(self, name: str) -> int:
-        from delta.tables import DeltaTable
+        """The table's latest version; its commit's ``numOutputRows`` goes to ``_written``."""
+        found = self._latest_commit_from_log(name)
+        if found is None:
+            from delta.tables import DeltaTable
 
-        row = DeltaTable.forPath(self.spark, self.path(name)).history(1).select(
-            "version", "operationMetrics").first()
-        metrics = row["operationMetrics"] or {}
+            row = DeltaTable.forPath(self.spark, self.path(name)).history(1).select(
+                "version", "operationMetrics").first()
+            found = int(row["version"]), row["operationMetrics"] or {}
+        version, metrics = found
         self._written.pop(name, None)
         if "numOutputRows" in metrics:
             self._written[name] = int(metrics["numOutputRows"])
-        return int(row["version"])
+        return version
+
+    def _latest_commit_from_log(self, name: str) -> tuple[int, dict[str, str]] | None:
+        """(latest version, its commit's operation metrics) from Delta's own log on the driver:
+        ``DeltaLog.update()`` and the commit file read through the table's LogStore, no Spark job.
+        None where Delta's JVM classes are out of reach from Python (Spark Connect, a Delta
+        other than the open-source one); the caller then asks ``DeltaTable.history(1)``.
+
+        Why not just ``history(1)``: it reads the commit in a Spark job over
+        ``spark.range(version, version + 1)``, whose generated code carries the version as a
+        literal, so every write and every read of a table compiled a new class with Janino, one
+        that no later run could reuse (2 of a warm dedup run's 2 compilations), and the JIT kept
+        compiling Janino itself in warm runs (bench/RESULTS.md, session 14).
+        """
+        from py4j.protocol import Py4JError
+
+        try:
+            jvm = self.spark._jvm
+            log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
+                self.spark._jsparkSession, self.path(name))
+            snapshot = log.update(*(getattr(log, f"update$default${i}")() for i in (1, 2, 3)))
+            version = int(snapshot.version())
+            if version < 0:
+                return None  # not a table (yet): let history(1) raise its own error
+            names = getattr(getattr(jvm.org.apache.spark.sql.delta.util, "FileNames$"), "MODULE$")
+            text = log.store().read(names.unsafeDeltaFile(log.logPath(), version),
+                                    log.newDeltaHadoopConf()).mkString("\n")
+        except (Py4JError, AttributeError, TypeError):
+            return None
+        for line in text.splitlines():
+            action = json.loads(line)
+            if "commitInfo" in action:
+                return version, action["commitInfo"].get("operationMetrics") or {}
+        return version, {}
 
     def _detail(self, name: str) -> tuple[list[str], dict[str, str]]:
         """(partition columns, table properties), read once per table by this object (its own

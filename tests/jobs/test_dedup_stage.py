@@ -145,14 +145,16 @@ def test_two_runs_write_identical_tables(spark, silver, tmp_path):
 def test_a_rerun_reuses_the_sessions_generated_code(spark, silver):
     """The session keeps every class Spark generated for a stage (``spark_session``): with
     Spark's default room for 100, the ~200 classes of one dedup run evicted each other and a
-    rerun compiled nearly all of them again (and the JIT after them)."""
+    rerun compiled nearly all of them again (and the JIT after them). Nor does a write compile a
+    class for its new version: Delta's history(1) did, with the version in the generated code
+    (``Lakehouse._latest_commit_from_log``)."""
     metrics = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics
     cfg = make_config(silver)
     for _ in range(2):  # the first run creates the tables, the second overwrites them
         run_pipeline(cfg, ["dedup"], spark=spark)
     before = metrics.METRIC_COMPILATION_TIME().getCount()
     run_pipeline(cfg, ["dedup"], spark=spark)
-    assert metrics.METRIC_COMPILATION_TIME().getCount() - before <= 5
+    assert metrics.METRIC_COMPILATION_TIME().getCount() - before == 0
 
 
 def test_exact_only_signature_verification_and_explicit_banding(spark, silver):

@@ -134,3 +134,31 @@ def test_each_write_of_a_stage_runs_in_its_tables_scheduler_pool(spark, lakehous
     assert seen == {name: name for name in frames}
     assert versions == {name: 0 for name in frames}
     assert context.getLocalProperty("spark.scheduler.pool") is None  # the caller's is untouched
+
+
+def test_versions_and_written_rows_come_from_delta_log_without_a_spark_job(spark, lakehouse):
+    """``write`` returns the commit's version and keeps its numOutputRows, read from Delta's log
+    on the driver; they equal what Delta's history says (the path where the JVM is out of
+    reach), for a create, an overwrite, an append and a replaceWhere write."""
+    lake = Lakehouse(spark, lakehouse)
+    frame = lambda n: spark.createDataFrame(  # noqa: E731
+        [("dedup", "x", str(i)) for i in range(n)], SCHEMA)
+    writes = [("silver.rejects", frame(3), {"replace_where": "stage = 'dedup'"}),
+              ("silver.rejects", frame(5), {"replace_where": "stage = 'dedup'"}),
+              ("ops.ledger", frame(2), {"append": True}),
+              ("ops.ledger", frame(4), {"append": True}),
+              ("silver.dup_clusters", frame(6), {})]
+    context = spark.sparkContext
+    for name, df, kwargs in writes:
+        version = lake.write(name, df, **kwargs)
+        reader = Lakehouse(spark, lakehouse)
+        jobs = set(context.statusTracker().getJobIdsForGroup(None))
+        from_log = (reader.version(name), reader.rows_written(name))
+        assert set(context.statusTracker().getJobIdsForGroup(None)) == jobs  # no Spark job
+        assert from_log == (version, lake.rows_written(name))
+        fallback = Lakehouse(spark, lakehouse)
+        fallback._latest_commit_from_log = lambda _name: None
+        assert from_log == (fallback.version(name), fallback.rows_written(name))
+        assert set(context.statusTracker().getJobIdsForGroup(None)) > jobs  # history(1) ran one
+        assert from_log == (DeltaTable(lake.path(name)).version(), df.count())
+    assert lake.version("silver.rejects") == 1 and lake.version("ops.ledger") == 1
