@@ -450,6 +450,14 @@ LEDGER_FIELDS: tuple[tuple[str, str], ...] = (
 
 def append_ledger(lake: Lakehouse, reports: list[StageReport]) -> int:
     """Append one ops.ledger row per report and return the ledger's new version."""
-    schema = ", ".join(f"{name} {kind}" for name, kind in LEDGER_FIELDS)
-    rows = [tuple(r.as_row()[name] for name, _ in LEDGER_FIELDS) for r in reports]
-    return lake.write("ops.ledger", lake.spark.createDataFrame(rows, schema=schema), append=True)
+    import pyarrow as pa
+
+    from jobs.stage import arrow_schema
+
+    schema = arrow_schema(", ".join(f"{name} {kind}" for name, kind in LEDGER_FIELDS))
+    rows = [{name: r.as_row()[name] for name, _ in LEDGER_FIELDS} for r in reports]
+    # From Arrow, the JVM builds the rows itself. From a list of tuples, PySpark pickles them into
+    # an RDD whose tasks run in Python workers of their own (a second daemon, without the zip
+    # importers of jobs.pyworker), at the end of every run (bench/RESULTS.md, session 14).
+    frame = lake.spark.createDataFrame(pa.Table.from_pylist(rows, schema=schema))
+    return lake.write("ops.ledger", frame, append=True)

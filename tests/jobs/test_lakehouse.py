@@ -162,3 +162,29 @@ def test_versions_and_written_rows_come_from_delta_log_without_a_spark_job(spark
         assert set(context.statusTracker().getJobIdsForGroup(None)) > jobs  # history(1) ran one
         assert from_log == (DeltaTable(lake.path(name)).version(), df.count())
     assert lake.version("silver.rejects") == 1 and lake.version("ops.ledger") == 1
+
+
+def test_ledger_rows_are_built_in_the_jvm_and_read_back_exactly(spark, lakehouse):
+    """append_ledger hands Spark its rows as Arrow: no Python worker runs for them (a list of
+    tuples became a pickled RDD, run by Python workers at the end of every run)."""
+    from jobs.lakehouse import StageReport, append_ledger
+
+    report = StageReport(
+        run_id="r1", stage="dedup", rows_in=5, rows_out=2, dropped={"near_duplicate": 2},
+        rows_quarantined=1, bytes_in=50, bytes_out=20, seconds=1.5, config_hash="abc",
+        input_versions={"silver.files": 3})
+    lake = Lakehouse(spark, lakehouse)
+    frames = []
+    write = lake.write
+
+    def recording(name, df, **kwargs):
+        frames.append(df)
+        return write(name, df, **kwargs)
+
+    lake.write = recording
+    assert append_ledger(lake, [report]) == 0
+    [frame] = frames
+    assert "PythonRDD" not in frame._jdf.queryExecution().toRdd().toDebugString()
+    [row] = DeltaTable(f"{lakehouse}/ops/ledger").to_pyarrow_table().to_pylist()
+    assert row == {**report.as_row(), "dropped": [("near_duplicate", 2)],
+                   "input_versions": [("silver.files", 3)], "output_versions": []}
