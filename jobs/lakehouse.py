@@ -238,7 +238,7 @@ class Lakehouse:
         return DeltaTable.isDeltaTable(self.spark, self.path(name))
 
     def version(self, name: str) -> int:
-        return self._latest_commit(name)
+        return self._commit(name)[0]
 
     def read(self, name: str, version: int | None = None) -> tuple[DataFrame, int]:
         """Read a table at ``version`` (default: latest) and return it with the version read."""
@@ -259,7 +259,15 @@ class Lakehouse:
         return self._written[name]
 
     def _latest_commit(self, name: str) -> int:
-        """The table's latest version; its commit's ``numOutputRows`` goes to ``_written``."""
+        """The table's latest version, after a write; its ``numOutputRows`` goes to ``_written``."""
+        version, metrics = self._commit(name)
+        self._written.pop(name, None)
+        if "numOutputRows" in metrics:
+            self._written[name] = int(metrics["numOutputRows"])
+        return version
+
+    def _commit(self, name: str) -> tuple[int, dict[str, str]]:
+        """(latest version, its commit's operation metrics)."""
         found = self._latest_commit_from_log(name)
         if found is None:
             from delta.tables import DeltaTable
@@ -267,11 +275,7 @@ class Lakehouse:
             row = DeltaTable.forPath(self.spark, self.path(name)).history(1).select(
                 "version", "operationMetrics").first()
             found = int(row["version"]), row["operationMetrics"] or {}
-        version, metrics = found
-        self._written.pop(name, None)
-        if "numOutputRows" in metrics:
-            self._written[name] = int(metrics["numOutputRows"])
-        return version
+        return found
 
     def _latest_commit_from_log(self, name: str) -> tuple[int, dict[str, str]] | None:
         """(latest version, its commit's operation metrics) from Delta's own log on the driver:
@@ -279,8 +283,8 @@ class Lakehouse:
         None where Delta's JVM classes are out of reach from Python (Spark Connect, a Delta
         other than the open-source one); the caller then asks ``DeltaTable.history(1)``.
 
-        Why not just ``history(1)``: it reads the commit in a Spark job over
-        ``spark.range(version, version + 1)``, whose generated code carries the version as a
+        Why not just ``history(1)``: it reads the commit in a Spark job over a one-row range
+        that starts at the version, and the job's generated code carries the version as a
         literal, so every write and every read of a table compiled a new class with Janino, one
         that no later run could reuse (2 of a warm dedup run's 2 compilations), and the JIT kept
         compiling Janino itself in warm runs (bench/RESULTS.md, session 14).
@@ -298,7 +302,7 @@ class Lakehouse:
             names = getattr(getattr(jvm.org.apache.spark.sql.delta.util, "FileNames$"), "MODULE$")
             text = log.store().read(names.unsafeDeltaFile(log.logPath(), version),
                                     log.newDeltaHadoopConf()).mkString("\n")
-        except (Py4JError, AttributeError, TypeError):
+        except (Py4JError, AttributeError):  # no Delta classes, or no JVM (Spark Connect)
             return None
         for line in text.splitlines():
             action = json.loads(line)
