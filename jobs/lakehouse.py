@@ -7,6 +7,7 @@ or DBFS without a metastore.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import hashlib
 import json
@@ -135,8 +136,14 @@ def delta_jars_mode(settings: SparkSettings) -> str:
 
 
 def build_code_zip() -> str:
-    """Zip the ``jobs`` and ``udfs`` packages for executors' Python path (deterministic order)."""
-    out = Path(tempfile.mkdtemp(prefix="codemill-code-")) / "codemill_code.zip"
+    """Zip the ``jobs`` and ``udfs`` packages for executors' Python path (deterministic order).
+
+    The zip lives in a temporary folder that is removed when this process exits: executors fetch
+    it from the driver while the session runs, and each driver builds its own.
+    """
+    folder = tempfile.mkdtemp(prefix="codemill-code-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    out = Path(folder) / "codemill_code.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for package in ("jobs", "udfs"):
             for path in sorted((REPO_ROOT / package).rglob("*.py")):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from deltalake import DeltaTable
 
+from jobs.config import REPO_ROOT
 from jobs.lakehouse import Lakehouse
 
 SCHEMA = "stage string, reason string, id string"
@@ -188,3 +193,17 @@ def test_ledger_rows_are_built_in_the_jvm_and_read_back_exactly(spark, lakehouse
     [row] = DeltaTable(f"{lakehouse}/ops/ledger").to_pyarrow_table().to_pylist()
     assert row == {**report.as_row(), "dropped": [("near_duplicate", 2)],
                    "input_versions": [("silver.files", 3)], "output_versions": []}
+
+
+def test_the_code_zip_is_complete_and_its_folder_goes_when_the_driver_exits(tmp_path):
+    script = (
+        "import zipfile; from jobs.lakehouse import build_code_zip\n"
+        "path = build_code_zip(); print(path)\n"
+        "print(sorted(n for n in zipfile.ZipFile(path).namelist() if n.endswith('__init__.py')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True)
+    path, names = done.stdout.splitlines()
+    assert names == "['jobs/__init__.py', 'udfs/__init__.py']"
+    assert Path(path).name == "codemill_code.zip"
+    assert not Path(path).parent.exists()
