@@ -141,6 +141,14 @@ def test_banding_matches_datasketch(threshold, num_perm, fp, fn):
         threshold, num_perm, fp, fn)
 
 
+def test_the_banding_search_runs_once_per_setting():
+    M.optimal_bands.cache_clear()
+    first = M.optimal_bands(0.7, 256, 0.01, 0.99)
+    assert M.optimal_bands(0.7, 256, 0.01, 0.99) == first == (39, 6)  # the stage's default
+    assert M.optimal_bands.cache_info()[:2] == (1, 1)  # (hits, misses)
+    assert M.optimal_bands(0.7, 128, 0.01, 0.99) != first
+
+
 def test_false_positive_and_negative_areas():
     for b, r in ((25, 10), (8, 4), (1, 1)):
         assert M.false_positive_probability(0.7, b, r) == pytest.approx(
