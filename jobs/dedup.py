@@ -56,6 +56,7 @@ from jobs.stage import (  # noqa: E402
     Stage,
     StageResult,
     arrow_schema,
+    local_frame,
 )
 from udfs.licenses import PERMISSIVENESS, permissiveness_rank  # noqa: E402
 from udfs.minhash import (  # noqa: E402
@@ -561,8 +562,7 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
         near, _rounds = near_duplicates(reps, files, d)
         near = near.localCheckpoint(eager=True)
     else:
-        near = spark.createDataFrame(
-            [], "id string, cluster_id string, representative string, jaccard double")
+        near = local_frame(spark, [], MEMBERS_SCHEMA)
 
     quarantined = F.col("_error").isNotNull()
     exact_dup = F.col("_exact_rn") > 1

@@ -37,6 +37,7 @@ from jobs.stage import (  # noqa: E402
     Stage,
     StageResult,
     arrow_schema,
+    local_frame,
 )
 from udfs.records import decode_source, file_id, parse_stack_line, preview  # noqa: E402
 from udfs.trees import repo_roots, walk_repo  # noqa: E402
@@ -163,10 +164,10 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
             parts.append(part)
         except unreadable as exc:
             first = str(exc).strip().splitlines()[0][:300]
-            broken.append((f"unreadable parquet file: {first}", f))
+            broken.append({"line": f"unreadable parquet file: {first}", "source": f})
     if broken:
         # Not valid JSON, so the parser quarantines it as malformed with this text as payload.
-        parts.append(spark.createDataFrame(broken, "line string, source string"))
+        parts.append(local_frame(spark, broken, "line string, source string"))
     out = parts[0]
     for part in parts[1:]:
         out = out.unionByName(part)

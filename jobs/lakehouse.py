@@ -461,14 +461,8 @@ LEDGER_FIELDS: tuple[tuple[str, str], ...] = (
 
 def append_ledger(lake: Lakehouse, reports: list[StageReport]) -> int:
     """Append one ops.ledger row per report and return the ledger's new version."""
-    import pyarrow as pa
+    from jobs.stage import local_frame
 
-    from jobs.stage import arrow_schema
-
-    schema = arrow_schema(", ".join(f"{name} {kind}" for name, kind in LEDGER_FIELDS))
     rows = [{name: r.as_row()[name] for name, _ in LEDGER_FIELDS} for r in reports]
-    # From Arrow, the JVM builds the rows itself. From a list of tuples, PySpark pickles them into
-    # an RDD whose tasks run in Python workers of their own (a second daemon, without the zip
-    # importers of jobs.pyworker), at the end of every run (bench/RESULTS.md, session 14).
-    frame = lake.spark.createDataFrame(pa.Table.from_pylist(rows, schema=schema))
+    frame = local_frame(lake.spark, rows, ", ".join(f"{n} {kind}" for n, kind in LEDGER_FIELDS))
     return lake.write("ops.ledger", frame, append=True)

@@ -25,7 +25,7 @@ from jobs import build_sft, dedup, ingest, split
 from jobs import filter as filter_stage
 from jobs.config import ConfigError, PipelineConfig, TreeSource, load_config
 from jobs.lakehouse import Lakehouse, StageReport, append_ledger, spark_session
-from jobs.stage import KEPT, Stage, quarantine_of, rejects_of
+from jobs.stage import KEPT, Stage, local_frame, quarantine_of, rejects_of
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -239,7 +239,7 @@ def write_run_folder(lake: Lakehouse, cfg: PipelineConfig, run_id: str,
     }
     if "://" in run_dir or run_dir.startswith("dbfs:"):
         for name, text in files.items():  # remote storage: let Spark's filesystem write it
-            lake.spark.createDataFrame([(text,)], "value string").coalesce(1).write.mode(
+            local_frame(lake.spark, [{"value": text}], "value string").coalesce(1).write.mode(
                 "overwrite").text(f"{run_dir}/{name}")
     else:
         os.makedirs(run_dir, exist_ok=True)

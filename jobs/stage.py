@@ -66,6 +66,19 @@ def arrow_schema(ddl: str):
     return to_arrow_schema(_parse_datatype_string(ddl))
 
 
+def local_frame(spark: SparkSession, rows: list[dict], ddl: str) -> DataFrame:
+    """A DataFrame of rows held on the driver (dicts by column name; missing keys are null),
+    built by the JVM from one Arrow table.
+
+    ``createDataFrame`` of a Python list pickles the rows into an RDD whose tasks run in Python
+    workers of a second daemon, which has none of ``jobs.pyworker``'s zip importers: the ledger's
+    one row took 0.40 s that way against 0.22 s from Arrow (bench/RESULTS.md, session 14).
+    """
+    import pyarrow as pa
+
+    return spark.createDataFrame(pa.Table.from_pylist(rows, schema=arrow_schema(ddl)))
+
+
 class RowBuffer:
     """Rows of one Arrow batch with a fixed schema, added by keyword (missing columns are null).
     For mapInArrow functions that yield several kinds of rows in one schema."""

@@ -207,3 +207,20 @@ def test_the_code_zip_is_complete_and_its_folder_goes_when_the_driver_exits(tmp_
     assert names == "['jobs/__init__.py', 'udfs/__init__.py']"
     assert Path(path).name == "codemill_code.zip"
     assert not Path(path).parent.exists()
+
+
+def test_a_remote_run_folder_is_written_through_spark(spark, tmp_path):
+    import json
+
+    from jobs.pipeline import write_run_folder
+    from tests.conftest import make_config
+
+    root = tmp_path / "lake"
+    cfg = make_config(f"file://{root}")
+    run_dir = write_run_folder(Lakehouse(spark, cfg.lakehouse), cfg, "r1", [], {"t": ("p", 3)})
+    assert run_dir == f"file://{root}/_runs/r1"
+    lines = [r.value for r in spark.read.text(f"{run_dir}/summary.json").collect()]
+    summary = json.loads("\n".join(lines))
+    assert summary["run_id"] == "r1" and summary["tables"] == {"t": {"path": "p", "version": 3}}
+    config = "\n".join(r.value for r in spark.read.text(f"{run_dir}/config.yaml").collect())
+    assert f"lakehouse: file://{root}" in config
