@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from jobs.config import REPO_ROOT
-from jobs.lakehouse import Lakehouse
+from jobs.lakehouse import Lakehouse, StageReport, append_ledger
+from jobs.pipeline import write_run_folder
+from tests.conftest import make_config
 
 SCHEMA = "stage string, reason string, id string"
 
@@ -175,8 +178,6 @@ def test_versions_and_written_rows_come_from_delta_log_without_a_spark_job(spark
 def test_ledger_rows_are_built_in_the_jvm_and_read_back_exactly(spark, lakehouse):
     """append_ledger hands Spark its rows as Arrow: no Python worker runs for them (a list of
     tuples became a pickled RDD, run by Python workers at the end of every run)."""
-    from jobs.lakehouse import StageReport, append_ledger
-
     report = StageReport(
         run_id="r1", stage="dedup", rows_in=5, rows_out=2, dropped={"near_duplicate": 2},
         rows_quarantined=1, bytes_in=50, bytes_out=20, seconds=1.5, config_hash="abc",
@@ -213,11 +214,6 @@ def test_the_code_zip_is_complete_and_its_folder_goes_when_the_driver_exits(tmp_
 
 
 def test_a_remote_run_folder_is_written_through_spark(spark, tmp_path):
-    import json
-
-    from jobs.pipeline import write_run_folder
-    from tests.conftest import make_config
-
     root = tmp_path / "lake"
     cfg = make_config(f"file://{root}")
     run_dir = write_run_folder(Lakehouse(spark, cfg.lakehouse), cfg, "r1", [], {"t": ("p", 3)})
