@@ -119,6 +119,10 @@ class DedupSettings(_Strict):
     64-hex ids, 256 permutations). 0: always distributed.
     broadcast_rows: up to this many files (about 200 bytes each), their decisions are broadcast to
     the executors to be joined back to the text; more, and the text is shuffled to them instead.
+    direct_reads: the signing pass and the exact verification read the text from silver.files'
+    own Parquet files with pyarrow, in the Python tasks, when the table allows it (local files, no
+    deletion vectors, no column mapping, no partitions: ``jobs.lakehouse.local_parquet_files``),
+    instead of through Spark's scan; the same rows either way. False: always Spark's scan.
     rejects_text: copy each dropped file's text into its silver.rejects row. Off by default: the
     row names the file (id, repo, path) and its cluster, and the text stays in silver.files at
     the version the ledger row pins (``input_versions``), so a join gives it back (README).
@@ -144,6 +148,7 @@ class DedupSettings(_Strict):
     one_task_edges: int = Field(1_000_000, ge=0)
     one_task_files: int = Field(200_000, ge=0)
     broadcast_rows: int = Field(500_000, ge=0)
+    direct_reads: bool = True
     rejects_text: bool = False
 
     @model_validator(mode="after")

@@ -47,6 +47,7 @@ if __name__ == "__main__" and not __package__:  # spark-submit jobs/dedup.py
 from jobs.components import connected_components  # noqa: E402
 from jobs.config import DedupSettings, PipelineConfig  # noqa: E402
 from jobs.filter import SIGNALS  # noqa: E402
+from jobs.lakehouse import local_parquet_files, map_parquet_in_arrow, parquet_tasks  # noqa: E402
 from jobs.pyworker import map_in_arrow  # noqa: E402
 from jobs.stage import (  # noqa: E402
     DROPPED,
@@ -175,14 +176,21 @@ def _sign(d: DedupSettings, schema: pa.Schema):
     return run
 
 
-def _shingle_sets(d: DedupSettings, schema: pa.Schema):
+def _shingle_sets(d: DedupSettings, schema: pa.Schema, wanted: list[str] | None = None):
     """mapInArrow function: (id, text) → (id, shingle_set): the file's distinct shingle hashes,
-    sorted, as little-endian uint32s. Only for files whose exact Jaccard is needed."""
+    sorted, as little-endian uint32s. Only for files whose exact Jaccard is needed: the rows it
+    gets, or with ``wanted``, the rows whose id is in it."""
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        keep = None if wanted is None else pa.array(wanted, pa.string())
         for batch in batches:
+            if keep is not None:
+                batch = batch.filter(pc.is_in(batch.column("id"), value_set=keep))
+                if batch.num_rows == 0:
+                    continue
             data, offsets = _buffers(batch.column("text"))
             values, sizes = distinct_shingles(*shingle_hashes(data, offsets, d.ngram, d.hash))
             sets = _binary_column(values.astype("<u4").view(np.uint8), 4 * sizes,
@@ -412,7 +420,7 @@ def estimated_edges(edges: DataFrame, reps: DataFrame, d: DedupSettings) -> Data
 
 
 def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
-                   one_task: bool = False) -> DataFrame:
+                   one_task: bool = False, tasks: list[list[str]] | None = None) -> DataFrame:
     """The candidate edges (src, dst) whose Jaccard similarity is ≥ ``d.threshold``.
 
     ``scored``: every candidate edge with the signatures' estimate as ``jaccard``. With
@@ -424,7 +432,9 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
     event. Carrying every file's shingle set instead (4 bytes per distinct shingle, about half the
     text) cost more than the MinHash itself (bench/RESULTS.md). ``one_task``: the pairs and the
     sets they need go to one task, which holds each set once; otherwise both sets are joined to
-    every pair across the cluster.
+    every pair across the cluster. ``tasks``: ``files``' own Parquet files in tasks
+    (``jobs.lakehouse.parquet_tasks``); then, for up to ``d.broadcast_rows`` files, the tasks
+    read the text themselves and keep those files' rows (``_shingle_sets``).
     """
     from pyspark.sql import functions as F
 
@@ -434,14 +444,25 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
     low, high = d.threshold - d.verify_margin, d.threshold + d.verify_margin
     unsure = scored.where((F.col("jaccard") > low) & (F.col("jaccard") < high))
     ids = (unsure.select(F.col("src").alias("id")).union(unsure.select(F.col("dst").alias("id")))
-           .distinct().localCheckpoint(eager=True))
-    count = ids.count()
-    if count == 0:
-        return scored.where(F.col("jaccard") >= high).select("src", "dst")
+           .distinct())
     schema = "id string, shingle_set binary"
-    wanted = F.broadcast(ids) if count <= d.broadcast_rows else ids  # else the text is shuffled
-    sets = map_in_arrow(files.join(wanted, "id", "left_semi").select("id", "text"),
-                        _shingle_sets(d, arrow_schema(schema)), schema)
+    sets = None
+    if tasks is not None:
+        few = [r["id"] for r in ids.limit(d.broadcast_rows + 1).collect()]
+        if not few:
+            return scored.where(F.col("jaccard") >= high).select("src", "dst")
+        if len(few) <= d.broadcast_rows:
+            sets = map_parquet_in_arrow(files.sparkSession, tasks,
+                                        files.select("id", "text").schema,
+                                        _shingle_sets(d, arrow_schema(schema), few), schema)
+    if sets is None:
+        ids = ids.localCheckpoint(eager=True)
+        count = ids.count()
+        if count == 0:
+            return scored.where(F.col("jaccard") >= high).select("src", "dst")
+        wanted = F.broadcast(ids) if count <= d.broadcast_rows else ids  # else the text is shuffled
+        sets = map_in_arrow(files.join(wanted, "id", "left_semi").select("id", "text"),
+                            _shingle_sets(d, arrow_schema(schema)), schema)
     if one_task:
         none = F.lit(None).cast("string")
         tagged = sets.select("id", "shingle_set", none.alias("src"), none.alias("dst")).unionByName(
@@ -474,12 +495,14 @@ def _members_in_one_task(edges: DataFrame, reps: DataFrame, d: DedupSettings) ->
                         _members_task(d.num_perm, arrow_schema(MEMBERS_SCHEMA)), MEMBERS_SCHEMA)
 
 
-def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tuple[DataFrame, int]:
+def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings,
+                    tasks: list[list[str]] | None = None) -> tuple[DataFrame, int]:
     """(id, cluster_id, representative, jaccard) of every file in a near-duplicate cluster;
     ``jaccard`` is the signatures' estimate of the file's similarity to the representative.
 
     ``reps``: the exact-duplicate survivors with a signature and the rank columns; ``files``: the
-    stage's input with the text (read again only for exact verification near the threshold).
+    stage's input with the text (read again only for exact verification near the threshold;
+    ``tasks``: its own Parquet files, ``verified_edges``).
     Up to ``d.one_task_files`` signatures, the candidate pairs come from one executor task, else
     from the distributed banding; both give the same pairs. The members then come from one task
     too (``_members_in_one_task``) or from ``_members_distributed``; both give the same rows.
@@ -496,7 +519,7 @@ def near_duplicates(reps: DataFrame, files: DataFrame, d: DedupSettings) -> tupl
     if d.verify != "none":
         if scored is None:
             scored = estimated_edges(edges, reps, d)
-        edges = verified_edges(scored, files, d, one_task)
+        edges = verified_edges(scored, files, d, one_task, tasks)
     if one_task:  # the components and their representatives in one task as well
         return _members_in_one_task(edges, reps, d), 0
     return _members_distributed(edges, reps, d)
@@ -533,7 +556,9 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
     clusters for silver.dup_clusters.
 
     Computed on narrow rows (id, hashes, signature, rank columns): the text is read once, by the
-    signing pass, and never shuffled. Copies of one id (the same repo, path and content ingested
+    signing pass, and never shuffled. With ``dedup.direct_reads`` and a table that allows it
+    (``jobs.lakehouse.local_parquet_files``), the signing tasks read silver.files' Parquet files
+    themselves (pyarrow) instead of taking Spark's scan of them as Arrow batches. Copies of one id (the same repo, path and content ingested
     twice) are ranked among themselves first; ``_copies`` tells the join back how many there were.
     """
     from pyspark.sql import Window
@@ -543,8 +568,12 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
     group = F.coalesce("content_hash", F.concat(F.lit("error:"), "id"))
     # Copies of one id have one text (the id hashes it), so one content hash: after one shuffle by
     # the hash both windows below find their rows in place (a window by id alone shuffled again).
-    signed = (map_in_arrow(files, _sign(d, arrow_schema(SIGNED_SCHEMA)), SIGNED_SCHEMA)
-              .withColumn("_group", group).repartition("_group"))
+    files_in_tasks = local_parquet_files(files) if d.direct_reads else None
+    tasks = parquet_tasks(spark, files_in_tasks) if files_in_tasks else None
+    sign = _sign(d, arrow_schema(SIGNED_SCHEMA))
+    signed = (map_parquet_in_arrow(spark, tasks, files.schema, sign, SIGNED_SCHEMA) if tasks
+              else map_in_arrow(files, sign, SIGNED_SCHEMA))
+    signed = signed.withColumn("_group", group).repartition("_group")
     same_id = Window.partitionBy("_group", "id")
     narrow = (signed.withColumn("_license_rank", license_rank())
               .withColumn("_copies", F.count(F.lit(1)).over(same_id))
@@ -559,7 +588,7 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
     if d.near:
         reps = survivors.where(F.col("signature").isNotNull()).select(
             "id", "signature", "_license_rank", *RANK_COLUMNS[1:])
-        near, _rounds = near_duplicates(reps, files, d)
+        near, _rounds = near_duplicates(reps, files, d, tasks)
         near = near.localCheckpoint(eager=True)
     else:
         near = local_frame(spark, [], MEMBERS_SCHEMA)

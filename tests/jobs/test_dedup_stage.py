@@ -209,6 +209,10 @@ def test_shingle_sets_function_gives_each_files_distinct_sorted_hashes():
         values = np.frombuffer(r["shingle_set"], dtype="<u4")
         assert np.all(np.diff(values.astype(np.int64)) > 0)  # sorted and distinct
         assert len(values) == len(set(shingles(tokenize(text), 5)))
+    # with the ids wanted, only their rows (a direct read of the files hands it every row)
+    wanted = dedup._shingle_sets(make_config("unused").dedup, schema, ["2", "0", "9"])
+    [kept] = list(wanted(iter([batch])))
+    assert kept.to_pylist() == [got[0], got[2]]
 
 
 def _sig(equal_to: np.ndarray | None, same: int) -> bytes:
@@ -334,3 +338,31 @@ def test_one_task_and_distributed_banding_write_identical_tables(spark, silver):
                 for t in ("silver.unique_files", "silver.dup_clusters", "silver.rejects")}
 
     assert tables() == tables("dedup.one_task_files=0")
+
+
+def test_the_tasks_read_silver_files_themselves_and_write_the_same_tables(spark, lakehouse,
+                                                                           monkeypatch):
+    """``dedup.direct_reads``: the signing pass and the exact verification read silver.files'
+    Parquet files in the Python tasks; the tables are the ones Spark's scan gives."""
+    write_files(spark, lakehouse, slices=3)
+    calls = []
+    real = dedup.map_parquet_in_arrow
+
+    def recording(spark, tasks, schema, fn, out_schema):
+        calls.append((sum(map(len, tasks)), out_schema))
+        return real(spark, tasks, schema, fn, out_schema)
+
+    monkeypatch.setattr(dedup, "map_parquet_in_arrow", recording)
+
+    def tables(*overrides):
+        run_pipeline(make_config(lakehouse, *overrides), ["dedup"], spark=spark)
+        return {t: sorted(map(repr, table(lakehouse, t)))
+                for t in ("silver.unique_files", "silver.dup_clusters", "silver.rejects")}
+
+    direct = tables("dedup.verify_margin=1.0")  # every candidate pair's Jaccard from the text
+    files = len(DeltaTable(f"{lakehouse}/silver/files").file_uris())
+    assert files > 1
+    assert calls == [(files, dedup.SIGNED_SCHEMA), (files, "id string, shingle_set binary")]
+    calls.clear()
+    assert tables("dedup.verify_margin=1.0", "dedup.direct_reads=false") == direct
+    assert calls == []

@@ -6,11 +6,19 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from deltalake import DeltaTable
 
 from jobs.config import REPO_ROOT
-from jobs.lakehouse import Lakehouse, StageReport, append_ledger
+from jobs.lakehouse import (
+    Lakehouse,
+    StageReport,
+    append_ledger,
+    local_parquet_files,
+    map_parquet_in_arrow,
+    parquet_tasks,
+)
 from jobs.pipeline import write_run_folder
 from tests.conftest import make_config
 
@@ -223,3 +231,71 @@ def test_a_remote_run_folder_is_written_through_spark(spark, tmp_path):
     assert summary["run_id"] == "r1" and summary["tables"] == {"t": {"path": "p", "version": 3}}
     config = "\n".join(r.value for r in spark.read.text(f"{run_dir}/config.yaml").collect())
     assert f"lakehouse: file://{root}" in config
+
+
+def test_python_tasks_read_a_tables_parquet_files_as_spark_reads_them(spark, lakehouse):
+    """Files written before the table had a column read it as nulls; null texts stay null."""
+    lake = Lakehouse(spark, lakehouse)
+    first = spark.createDataFrame([("a", "x = 1"), ("b", None), ("c", "é ü")],
+                                  "id string, text string")
+    lake.write("silver.files", first.repartition(2))
+    later = spark.createDataFrame([("d", "def f(): pass", 7)], "id string, text string, stars long")
+    lake.write("silver.files", later, append=True)
+    df = lake.read("silver.files")[0].select("stars", "id", "text")
+    files = local_parquet_files(df)
+    assert sorted(p for p, _ in files) == sorted(unquote(urlparse(u).path) for u in df.inputFiles())
+    assert all(size == Path(p).stat().st_size for p, size in files)
+    tasks = parquet_tasks(spark, files)
+    assert sorted(p for t in tasks for p in t) == sorted(p for p, _ in files)
+    got = map_parquet_in_arrow(spark, tasks, df.schema, lambda batches: batches,
+                               "stars long, id string, text string")
+    assert sorted(got.collect(), key=lambda r: r.id) == sorted(df.collect(), key=lambda r: r.id)
+    assert {r.id: (r.stars, r.text) for r in got.collect()} == {
+        "a": (None, "x = 1"), "b": (None, None), "c": (None, "é ü"), "d": (7, "def f(): pass")}
+
+
+def test_parquet_tasks_group_files_as_sparks_scan_does(spark, lakehouse):
+    lake = Lakehouse(spark, lakehouse)
+    texts = [("x" * (1000 * (i % 5 + 1)) + str(i),) for i in range(40)]
+    lake.write("silver.files", spark.createDataFrame(texts, "text string").repartition(8))
+    try:
+        for most, cost in (("4k", "1k"), ("9k", "1k"), ("16k", "3k"), ("1m", "4m")):
+            spark.conf.set("spark.sql.files.maxPartitionBytes", most)
+            spark.conf.set("spark.sql.files.openCostInBytes", cost)
+            df = lake.read("silver.files")[0]  # planned with these settings
+            files = local_parquet_files(df)
+            tasks = parquet_tasks(spark, files)
+            assert len(tasks) == df.rdd.getNumPartitions(), (most, cost)
+            size = dict(files)
+            firsts = [size[t[0]] for t in tasks]
+            assert firsts == sorted(firsts, reverse=True)  # the largest go first
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        spark.conf.unset("spark.sql.files.openCostInBytes")
+
+
+def test_only_a_plain_selection_of_a_local_delta_table_is_read_by_the_tasks(spark, lakehouse):
+    from pyspark.sql import functions as F
+
+    lake = Lakehouse(spark, lakehouse)
+    df = spark.createDataFrame([("a", "x", "s1")], "id string, text string, stage string")
+    lake.write("silver.files", df)
+    plain = lake.read("silver.files")[0]
+    assert local_parquet_files(plain.select("text", "id")) is not None
+    assert local_parquet_files(plain.where("id = 'a'")) is None  # a filter
+    assert local_parquet_files(plain.select(F.upper("text"))) is None  # an expression
+    assert local_parquet_files(plain.join(plain.select("id"), "id")) is None
+    assert local_parquet_files(df) is None  # not a table
+    lake.write("silver.rejects", df, replace_where="stage = 's1'")  # partitioned by stage
+    assert local_parquet_files(lake.read("silver.rejects")[0]) is None
+    features = {"dv": "'delta.enableDeletionVectors' = 'true'",
+                "mapped": "'delta.columnMapping.mode' = 'name', 'delta.minReaderVersion' = '2', "
+                          "'delta.minWriterVersion' = '5'"}
+    for name, properties in features.items():
+        path = f"{lakehouse}/{name}"
+        spark.sql(f"CREATE TABLE delta.`{path}` (id string, text string) USING delta "
+                  f"TBLPROPERTIES ({properties})")
+        spark.sql(f"INSERT INTO delta.`{path}` VALUES ('a', 'x'), ('b', 'y')")
+        table = spark.read.format("delta").load(path)
+        assert table.count() == 2
+        assert local_parquet_files(table) is None, name
