@@ -254,18 +254,23 @@ def test_python_tasks_read_a_tables_parquet_files_as_spark_reads_them(spark, lak
         "a": (None, "x = 1"), "b": (None, None), "c": (None, "é ü"), "d": (7, "def f(): pass")}
 
 
-def test_parquet_tasks_group_files_as_sparks_scan_does(spark, lakehouse):
+def test_parquet_tasks_group_small_files_as_sparks_scan_does(spark, lakehouse):
     lake = Lakehouse(spark, lakehouse)
     texts = [("x" * (1000 * (i % 5 + 1)) + str(i),) for i in range(40)]
     lake.write("silver.files", spark.createDataFrame(texts, "text string").repartition(8))
     try:
-        for most, cost in (("4k", "1k"), ("9k", "1k"), ("16k", "3k"), ("1m", "4m")):
+        # files of 1.2-1.7 kB: grouped as Spark groups them while they are under the open cost
+        for most, cost in (("4k", "2k"), ("9k", "2k"), ("16k", "3k"), ("1m", "4m"), ("4k", "1k")):
             spark.conf.set("spark.sql.files.maxPartitionBytes", most)
             spark.conf.set("spark.sql.files.openCostInBytes", cost)
             df = lake.read("silver.files")[0]  # planned with these settings
             files = local_parquet_files(df)
+            assert len(files) == 8 and all(1000 < b < 2000 for _, b in files)
             tasks = parquet_tasks(spark, files)
-            assert len(tasks) == df.rdd.getNumPartitions(), (most, cost)
+            if cost == "1k":  # every file over the open cost: a task each (Spark: two a task)
+                assert len(tasks) == 8 and df.rdd.getNumPartitions() == 4
+            else:
+                assert len(tasks) == df.rdd.getNumPartitions(), (most, cost)
             size = dict(files)
             firsts = [size[t[0]] for t in tasks]
             assert firsts == sorted(firsts, reverse=True)  # the largest go first

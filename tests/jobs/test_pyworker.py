@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 import sys
 import zipfile
 import zipimport
 
-from jobs.pyworker import StatCheckedZipImporter, keep_zip_directories, map_in_arrow
+from jobs.pyworker import (
+    StatCheckedZipImporter,
+    keep_zip_directories,
+    map_in_arrow,
+    quick_acks,
+)
 
 
 def _zip(path, **modules: str) -> str:
@@ -104,3 +110,20 @@ def test_tasks_of_a_reused_python_worker_do_not_read_zip_directories(spark):
     assert all(r.zip_importers > 0 for r in out), out  # pyspark.zip is on the workers' path
     assert [r.plain_zip_importers for r in out] == [0] * 8, out
     assert [r.reads for r in later] == [0] * len(later), out
+
+
+def test_quick_acks_puts_every_tcp_connection_of_the_process_in_quick_ack_mode():
+    """The executor's socket to a worker is a TCP connection like this one (Linux only: the
+    option and the delayed acknowledgements it undoes are Linux's)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection(server.getsockname()) as client:
+            peer, _ = server.accept()
+            with peer:
+                for sock in (client, peer):  # delayed acknowledgements, as after some traffic
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 0
+                quick_acks()
+                for sock in (client, peer):
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
+                    sock.sendall(b"still usable")  # the descriptors were duplicated, not closed
+                assert client.recv(64) == b"still usable" and peer.recv(64) == b"still usable"
