@@ -452,36 +452,35 @@ def local_parquet_files(df: DataFrame) -> list[tuple[str, int]] | None:
     return files
 
 
-def parquet_tasks(spark: SparkSession, files: list[tuple[str, int]]) -> list[list[str]]:
-    """``files`` grouped into tasks, largest first. Files smaller than
-    ``spark.sql.files.openCostInBytes`` are grouped the way Spark's scan groups files
-    (``FilePartition``): each task filled up to ``spark.sql.files.maxPartitionBytes`` (less when
-    the cluster's cores would otherwise get less than a task each), each file counted with the
-    open cost more. A bigger file is a task of its own, and is never split (Spark splits a file
-    bigger than a task at its row groups).
+# Parquet bytes a task of ``parquet_tasks`` holds at most, about: Spark's default split size.
+TASK_BYTES = 128 << 20
 
-    Spark's grouping joins two of the bench corpus's ten 9-17 MB files, so its nine tasks ended
-    with one core idle for the last task (~0.4 s of a warm 1x run); one task per file, started
-    largest first, lets both cores finish within a small file of each other."""
-    conf = spark.sparkContext.getConf()
 
-    def size(key: str, default: str) -> int:
-        return spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(
-            spark.conf.get(key, conf.get(key, default)))
+def parquet_tasks(spark: SparkSession, files: list[tuple[str, int]],
+                  task_bytes: int = TASK_BYTES) -> list[list[str]]:
+    """``files`` dealt into tasks of about equal bytes: one per core of the cluster
+    (``defaultParallelism``), or a multiple of that so that a task holds about ``task_bytes`` at
+    most. Largest file first, each file goes to the task with the fewest bytes so far (Graham's
+    LPT rule: every task ends within about one file of the others); the tasks are listed largest
+    first. A file is never split.
 
-    open_cost = size("spark.sql.files.openCostInBytes", "4m")
-    per_core = (sum(b for _, b in files) + open_cost * len(files)) // max(
-        1, spark.sparkContext.defaultParallelism)
-    most = min(size("spark.sql.files.maxPartitionBytes", "128m"), max(open_cost, per_core))
-    tasks: list[list[str]] = []
-    filled = most + 1
+    Not Spark's grouping (``FilePartition``: tasks of up to ``spark.sql.files.maxPartitionBytes``,
+    filled in order): a Python task costs a fixed ~0.05 s more (the worker's set-up and its Arrow
+    streams), and ten tasks for the bench corpus's ten files ended with one core waiting for the
+    last one. At 1x the bench corpus (local[2]), dedup without writes, warm runs of alternating
+    sessions: ten tasks 5.2-5.8 s, two 4.6-5.0 s (bench/RESULTS.md, session 16).
+    """
+    import heapq
+
+    cores = max(1, spark.sparkContext.defaultParallelism)
+    total = sum(length for _, length in files)
+    count = cores * max(1, -(-total // (cores * task_bytes)))
+    loads: list[tuple[int, int, list[str]]] = [(0, i, []) for i in range(count)]
     for path, length in sorted(files, key=lambda f: (-f[1], f[0])):
-        if length >= open_cost or filled + length > most:
-            tasks.append([])
-            filled = 0
-        tasks[-1].append(path)
-        filled += length + open_cost
-    return tasks
+        load, i, paths = heapq.heappop(loads)
+        paths.append(path)
+        heapq.heappush(loads, (load + length, i, paths))
+    return [paths for _, _, paths in sorted(loads, key=lambda t: (-t[0], t[1])) if paths]
 
 
 def map_parquet_in_arrow(spark: SparkSession, tasks: list[list[str]], schema,

@@ -254,29 +254,24 @@ def test_python_tasks_read_a_tables_parquet_files_as_spark_reads_them(spark, lak
         "a": (None, "x = 1"), "b": (None, None), "c": (None, "é ü"), "d": (7, "def f(): pass")}
 
 
-def test_parquet_tasks_group_small_files_as_sparks_scan_does(spark, lakehouse):
-    lake = Lakehouse(spark, lakehouse)
-    texts = [("x" * (1000 * (i % 5 + 1)) + str(i),) for i in range(40)]
-    lake.write("silver.files", spark.createDataFrame(texts, "text string").repartition(8))
-    try:
-        # files of 1.2-1.7 kB: grouped as Spark groups them while they are under the open cost
-        for most, cost in (("4k", "2k"), ("9k", "2k"), ("16k", "3k"), ("1m", "4m"), ("4k", "1k")):
-            spark.conf.set("spark.sql.files.maxPartitionBytes", most)
-            spark.conf.set("spark.sql.files.openCostInBytes", cost)
-            df = lake.read("silver.files")[0]  # planned with these settings
-            files = local_parquet_files(df)
-            assert len(files) == 8 and all(1000 < b < 2000 for _, b in files)
-            tasks = parquet_tasks(spark, files)
-            if cost == "1k":  # every file over the open cost: a task each (Spark: two a task)
-                assert len(tasks) == 8 and df.rdd.getNumPartitions() == 4
-            else:
-                assert len(tasks) == df.rdd.getNumPartitions(), (most, cost)
-            size = dict(files)
-            firsts = [size[t[0]] for t in tasks]
-            assert firsts == sorted(firsts, reverse=True)  # the largest go first
-    finally:
-        spark.conf.unset("spark.sql.files.maxPartitionBytes")
-        spark.conf.unset("spark.sql.files.openCostInBytes")
+def test_parquet_tasks_deal_files_into_one_task_per_core_of_about_equal_bytes(spark):
+    sizes = [170, 165, 155, 142, 125, 121, 120, 118, 112, 90]  # the bench corpus's files, in 100 kB
+    files = [(f"f{i}.parquet", size * 100_000) for i, size in enumerate(sizes)]
+    cores = spark.sparkContext.defaultParallelism
+    assert cores == 2
+    tasks = parquet_tasks(spark, files)
+    assert len(tasks) == 2
+    assert sorted(p for t in tasks for p in t) == sorted(p for p, _ in files)
+    size = dict(files)
+    loads = [sum(size[p] for p in t) for t in tasks]
+    assert loads == sorted(loads, reverse=True)  # the largest first
+    assert loads[0] - loads[1] <= min(size.values())  # within one (the smallest) file
+    # more bytes than two tasks should hold: a multiple of the cores, each about task_bytes
+    tasks = parquet_tasks(spark, files, task_bytes=40_000_000)
+    assert len(tasks) == 4 and sorted(p for t in tasks for p in t) == sorted(size)
+    loads = [sum(size[p] for p in t) for t in tasks]
+    assert max(loads) - min(loads) <= max(size.values())
+    assert parquet_tasks(spark, files[:1]) == [["f0.parquet"]]  # no empty task
 
 
 def test_only_a_plain_selection_of_a_local_delta_table_is_read_by_the_tasks(spark, lakehouse):
