@@ -258,6 +258,25 @@ class Lakehouse:
         df = self.spark.read.format("delta").option("versionAsOf", v).load(self.path(name))
         return df, v
 
+    def empty_slice_version(self, name: str, column: str, value: str) -> int | None:
+        """The table's version when it holds no file of the slice ``column = value`` (a partition
+        column): replacing that slice with nothing would change nothing. None when it holds one,
+        or when that cannot be told without Spark (not partitioned by ``column``, a log that
+        delta-rs cannot read): then write. Read on the driver by delta-rs in a few ms, where an
+        empty replaceWhere write costs Delta's snapshot jobs and a commit check beside the
+        stage's other writes."""
+        try:
+            from deltalake import DeltaTable
+
+            table = DeltaTable(self.path(name))
+            if table.metadata().partition_columns != [column]:
+                return None
+            if any(part.get(column) == value for part in table.partitions()):
+                return None
+            return table.version()
+        except Exception:  # noqa: BLE001 - unsure: the write replaces the slice as always
+            return None
+
     def rows_written(self, name: str) -> int:
         """Rows the table's latest commit wrote (Delta's ``numOutputRows`` operation metric), as
         ``write`` read it with the commit's version."""

@@ -193,14 +193,18 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
                 0 if "text" in result.rejects_omit else dropped_bytes)
             quarantine = _in_few_files(quarantine_of(name, result.decided), quarantined,
                                        quarantined * cfg.ingest.quarantine_payload_chars)
-            # nothing to write: an empty frame still replaces the slice, without re-reading input
+            # nothing to write: an empty frame still replaces the slice, without re-reading input,
+            # unless the slice is empty already (then the table's version is recorded as it is)
             writes = {stage.output: (kept_df, None), **{t: (df, None) for t, df in
-                                                        result.extra_outputs.items()},
-                      "silver.rejects": (rejects if report.rows_dropped else rejects.limit(0),
-                                         slice_),
-                      "ops.quarantine": (quarantine if quarantined else quarantine.limit(0),
-                                         slice_)}
+                                                        result.extra_outputs.items()}}
             out = report.output_versions
+            for table, df, rows in (("silver.rejects", rejects, report.rows_dropped),
+                                    ("ops.quarantine", quarantine, quarantined)):
+                unchanged = None if rows else lake.empty_slice_version(table, "stage", name)
+                if unchanged is None:
+                    writes[table] = (df if rows else df.limit(0), slice_)
+                else:
+                    out[table] = unchanged
             out.update(_write_all(lake, writes))
             if report.output_rows is None:
                 report.output_rows = lake.rows_written(stage.output)

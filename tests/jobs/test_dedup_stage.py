@@ -12,6 +12,7 @@ from deltalake import DeltaTable
 from jobs import dedup
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline import run_pipeline
+from jobs.stage import QUARANTINE_SCHEMA
 from tests.conftest import make_config
 from udfs.minhash import content_hash, content_hashes, shingles, tokenize
 from udfs.records import file_id
@@ -366,3 +367,25 @@ def test_the_tasks_read_silver_files_themselves_and_write_the_same_tables(spark,
     calls.clear()
     assert tables("dedup.verify_margin=1.0", "dedup.direct_reads=false") == direct
     assert calls == []
+
+
+def test_an_empty_quarantine_slice_is_not_written_again(spark, silver):
+    """Nothing quarantined and nothing of the stage's in ops.quarantine: the slice stays as it
+    is, without a write, and the ledger records the table's version. A slice with rows from an
+    earlier run is still replaced by the empty one."""
+    lake = Lakehouse(spark, silver)
+    old = spark.createDataFrame([("dedup", "silver.files", "r/x.py", "boom", "hash_error: old")],
+                                QUARANTINE_SCHEMA)
+    lake.write("ops.quarantine", old, replace_where="stage = 'dedup'")
+    assert lake.empty_slice_version("ops.quarantine", "stage", "dedup") is None
+    assert lake.empty_slice_version("ops.quarantine", "stage", "filter") == 0
+    assert lake.empty_slice_version("silver.files", "stage", "dedup") is None  # not partitioned
+    assert lake.empty_slice_version("ops.nothing", "stage", "dedup") is None  # no such table
+
+    [first] = run_pipeline(make_config(silver), ["dedup"], spark=spark).reports
+    assert [r for r in table(silver, "ops.quarantine") if r["stage"] == "dedup"] == []
+    assert first.output_versions["ops.quarantine"] == 1  # the old row's slice was replaced
+    [second] = run_pipeline(make_config(silver), ["dedup"], spark=spark).reports
+    assert second.output_versions["ops.quarantine"] == 1
+    assert DeltaTable(f"{silver}/ops/quarantine").version() == 1  # no commit
+    assert second.output_versions["silver.rejects"] > first.output_versions["silver.rejects"]
