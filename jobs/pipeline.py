@@ -14,6 +14,7 @@ import json
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,6 +80,13 @@ def preflight(cfg: PipelineConfig, stages: list[str]) -> None:
                           "Qwen/Qwen2.5-Coder-32B-Instruct need the model cache)")
 
 
+def _totals(input_rows: DataFrame):
+    """(rows, bytes) of a stage's input, as a Row of ``n`` and ``b``."""
+    from pyspark.sql import functions as F
+
+    return input_rows.agg(F.count(F.lit(1)).alias("n"), F.sum("_bytes").alias("b")).first()
+
+
 def _tally(result_decided: DataFrame) -> tuple[int, int, dict[str, int], int, int]:
     """(rows kept, bytes kept, dropped by reason, bytes dropped, rows quarantined) in one
     aggregation."""
@@ -129,8 +137,6 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]])
     writes waited for every task of the output table's full-text write, and ran after it (dedup
     at 4x: the rejects' Delta preparation queued 7-8 s; bench/RESULTS.md, session 8).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     context = lake.spark.sparkContext
 
     def write(table: str, df: DataFrame, where: str | None) -> int:
@@ -165,9 +171,13 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
             else:
                 inputs[table], in_versions[table] = lake.read(table)
         result = stage.build(spark, cfg, inputs)
-        totals = result.input_rows.agg(F.count(F.lit(1)).alias("n"),
-                                       F.sum("_bytes").alias("b")).first()
-        kept, kept_bytes, dropped, dropped_bytes, quarantined = _tally(result.decided)
+        # the input's totals and the outcome tally are two small jobs: side by side, neither
+        # waits for the other's fixed costs (scheduling, the Delta scan's planning)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tally") as pool:
+            totals_job = pool.submit(_totals, result.input_rows)
+            tally_job = pool.submit(_tally, result.decided)
+            totals = totals_job.result()
+            kept, kept_bytes, dropped, dropped_bytes, quarantined = tally_job.result()
         report = StageReport(
             run_id=run_id, stage=name, rows_in=totals["n"], rows_out=kept, dropped=dropped,
             rows_quarantined=quarantined, bytes_in=totals["b"] or 0, bytes_out=kept_bytes,
