@@ -442,6 +442,7 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
         return scored.where(F.col("jaccard") >= d.threshold).select("src", "dst")
     scored = scored.localCheckpoint(eager=True)
     low, high = d.threshold - d.verify_margin, d.threshold + d.verify_margin
+    sure = scored.where(F.col("jaccard") >= high).select("src", "dst")
     unsure = scored.where((F.col("jaccard") > low) & (F.col("jaccard") < high))
     ids = (unsure.select(F.col("src").alias("id")).union(unsure.select(F.col("dst").alias("id")))
            .distinct())
@@ -450,7 +451,7 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
     if tasks is not None:
         few = [r["id"] for r in ids.limit(d.broadcast_rows + 1).collect()]
         if not few:
-            return scored.where(F.col("jaccard") >= high).select("src", "dst")
+            return sure
         if len(few) <= d.broadcast_rows:
             sets = map_parquet_in_arrow(files.sparkSession, tasks,
                                         files.select("id", "text").schema,
@@ -459,7 +460,7 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
         ids = ids.localCheckpoint(eager=True)
         count = ids.count()
         if count == 0:
-            return scored.where(F.col("jaccard") >= high).select("src", "dst")
+            return sure
         wanted = F.broadcast(ids) if count <= d.broadcast_rows else ids  # else the text is shuffled
         sets = map_in_arrow(files.join(wanted, "id", "left_semi").select("id", "text"),
                             _shingle_sets(d, arrow_schema(schema)), schema)
@@ -474,8 +475,7 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
         sets = sets.dropDuplicates(["id"])  # one id ingested twice has one text (the id hashes it)
         exact = _with_jaccard(_pairs(unsure.select("src", "dst"), sets, "shingle_set"), d,
                               "exact", ("src", "dst"), "src string, dst string")
-    return (scored.where(F.col("jaccard") >= high).select("src", "dst")
-            .unionByName(exact.where(F.col("jaccard") >= d.threshold).select("src", "dst")))
+    return sure.unionByName(exact.where(F.col("jaccard") >= d.threshold).select("src", "dst"))
 
 
 def _members_in_one_task(edges: DataFrame, reps: DataFrame, d: DedupSettings) -> DataFrame:
@@ -558,8 +558,9 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
     Computed on narrow rows (id, hashes, signature, rank columns): the text is read once, by the
     signing pass, and never shuffled. With ``dedup.direct_reads`` and a table that allows it
     (``jobs.lakehouse.local_parquet_files``), the signing tasks read silver.files' Parquet files
-    themselves (pyarrow) instead of taking Spark's scan of them as Arrow batches. Copies of one id (the same repo, path and content ingested
-    twice) are ranked among themselves first; ``_copies`` tells the join back how many there were.
+    themselves (pyarrow) instead of taking Spark's scan of them as Arrow batches. Copies of one
+    id (the same repo, path and content ingested twice) are ranked among themselves first;
+    ``_copies`` tells the join back how many there were.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
