@@ -123,6 +123,11 @@ class DedupSettings(_Strict):
     own Parquet files with pyarrow, in the Python tasks, when the table allows it (local files, no
     deletion vectors, no column mapping, no partitions: ``jobs.lakehouse.local_parquet_files``),
     instead of through Spark's scan; the same rows either way. False: always Spark's scan.
+    direct_writes: with direct reads, the same Python tasks also write silver.unique_files'
+    Parquet files, and the driver commits them as the table's new version with delta-rs, when
+    the table allows it (it exists, on local files, with Delta's plain protocol and the stage's
+    columns: ``Lakehouse.local_table``) and no id was ingested twice; the same rows either way.
+    False: always Spark's Delta write.
     rejects_text: copy each dropped file's text into its silver.rejects row. Off by default: the
     row names the file (id, repo, path) and its cluster, and the text stays in silver.files at
     the version the ledger row pins (``input_versions``), so a join gives it back (README).
@@ -149,6 +154,7 @@ class DedupSettings(_Strict):
     one_task_files: int = Field(200_000, ge=0)
     broadcast_rows: int = Field(500_000, ge=0)
     direct_reads: bool = True
+    direct_writes: bool = True
     rejects_text: bool = False
 
     @model_validator(mode="after")

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,14 @@ if __name__ == "__main__" and not __package__:  # spark-submit jobs/dedup.py
 from jobs.components import connected_components  # noqa: E402
 from jobs.config import DedupSettings, PipelineConfig  # noqa: E402
 from jobs.filter import SIGNALS  # noqa: E402
-from jobs.lakehouse import local_parquet_files, map_parquet_in_arrow, parquet_tasks  # noqa: E402
+from jobs.lakehouse import (  # noqa: E402
+    WRITTEN_SCHEMA,
+    Lakehouse,
+    local_parquet_files,
+    map_parquet_in_arrow,
+    parquet_file_writer,
+    parquet_tasks,
+)
 from jobs.pyworker import map_in_arrow  # noqa: E402
 from jobs.stage import (  # noqa: E402
     DROPPED,
@@ -551,9 +559,10 @@ RANK_COLUMNS = ("license", "stars", "alpha_fraction", "max_line_length", "path",
 
 
 def _decisions(spark: SparkSession, cfg: PipelineConfig,
-               files: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """One row per distinct file id (content_hash, _outcome, _reason, detail, _copies), and the
-    clusters for silver.dup_clusters.
+               files: DataFrame) -> tuple[DataFrame, DataFrame, list[list[str]] | None]:
+    """One row per distinct file id (content_hash, _outcome, _reason, detail, _copies), the
+    clusters for silver.dup_clusters, and silver.files' Parquet files in tasks when the Python
+    tasks read them themselves (else None).
 
     Computed on narrow rows (id, hashes, signature, rank columns): the text is read once, by the
     signing pass, and never shuffled. With ``dedup.direct_reads`` and a table that allows it
@@ -629,7 +638,62 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
              F.max(others).alias("max_jaccard"), F.min(others).alias("min_jaccard"))
         .select(F.lit("near").alias("kind"), "cluster_id", "representative", "members", "size",
                 "max_jaccard", "min_jaccard"))
-    return decisions.localCheckpoint(eager=True), exact_clusters.unionByName(near_clusters)
+    return (decisions.localCheckpoint(eager=True), exact_clusters.unionByName(near_clusters),
+            tasks)
+
+
+def _write_unique_files(decisions: DataFrame, tasks: list[list[str]], files_schema,
+                        lake: Lakehouse, table: str, kept: DataFrame) -> int:
+    """Write silver.unique_files from the Python tasks (``dedup.direct_writes``): each task reads
+    its share of silver.files' Parquet files (the ones the signing pass read), keeps the rows of
+    the kept ids with their content hash (broadcast: one row per kept id), and writes them as
+    Parquet into the table's directory (``jobs.lakehouse.parquet_file_writer``); the driver
+    commits those files as the table's new version (``Lakehouse.overwrite_files``), after
+    checking that they hold one row per kept id. ``kept`` is the same rows as Spark would write
+    them: used instead when the table does not allow it (``Lakehouse.local_table``: a table not
+    created yet, another schema, a table feature).
+
+    Why: Spark's write decoded the text into rows and encoded it again (1.6 s of the warm 1x
+    bench run, on both cores), after Delta's preparation of the overwrite (three jobs that
+    rebuild the table's state, and a file listing). pyarrow reads and writes the same Parquet in
+    about a third of the CPU time, and delta-rs commits from the log on the driver
+    (bench/RESULTS.md, session 17).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    target = lake.local_table(table, kept.schema)
+    if target is None:
+        return lake.write(table, kept)
+    directory, stats_columns = target
+    spark = kept.sparkSession
+    keep = decisions.where(F.col("_outcome") == KEPT).select("id", "content_hash").toArrow()
+    shared = spark.sparkContext.broadcast(keep)
+    schema = to_arrow_schema(kept.schema)
+    index: dict[str, int] = {}
+
+    def transform(batch: pa.RecordBatch) -> pa.RecordBatch:
+        kept_ids = shared.value
+        if not index and kept_ids.num_rows:
+            index.update((k, i) for i, k in enumerate(kept_ids.column("id").to_pylist()))
+        found = pa.array([index.get(k) for k in batch.column("id").to_pylist()], pa.int64())
+        rows = pc.indices_nonzero(found.is_valid())
+        hashes = kept_ids.column("content_hash").take(found.take(rows))
+        picked = batch.take(rows)
+        return pa.RecordBatch.from_arrays(
+            [hashes.combine_chunks() if f.name == "content_hash" else picked.column(f.name)
+             for f in schema], schema=schema)
+
+    try:
+        written = map_parquet_in_arrow(
+            spark, tasks, files_schema,
+            parquet_file_writer(directory, schema, stats_columns, transform),
+            WRITTEN_SCHEMA).collect()
+        return lake.overwrite_files(table, [r.asDict() for r in written], keep.num_rows)
+    finally:
+        shared.destroy()
 
 
 def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]) -> StageResult:
@@ -637,7 +701,7 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     from pyspark.sql import functions as F
 
     files = inputs["silver.files"].select(*INPUT_COLUMNS)
-    decisions, clusters = _decisions(spark, cfg, files)
+    decisions, clusters, tasks = _decisions(spark, cfg, files)
     # Join the decisions back to the full rows. Extra copies of one id (rare) are told apart by
     # the rank, in a window over just those rows; the first copy takes the id's decision. Without
     # such ids (the usual case) that branch is left out: it scanned the files once more per write.
@@ -674,12 +738,16 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
         F.when(quarantined, F.substring("text", 1, cfg.ingest.quarantine_payload_chars))
         .alias("payload"),
         F.col("size_bytes").alias("_bytes"))
+    write_output = None
+    if cfg.dedup.direct_writes and tasks and not any_copies and ids <= cfg.dedup.broadcast_rows:
+        write_output = partial(_write_unique_files, decisions, tasks, files.schema)
     return StageResult(
         input_rows=files.select(F.col("size_bytes").alias("_bytes")),
         decided=decided,
         kept_columns=INPUT_COLUMNS + ("content_hash",),
         extra_outputs={"silver.dup_clusters": clusters},
         rejects_omit=() if cfg.dedup.rejects_text else ("text",),
+        write_output=write_output,
     )
 
 

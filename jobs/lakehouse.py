@@ -16,11 +16,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
 from jobs.config import REPO_ROOT, SparkSettings
 
@@ -277,6 +279,70 @@ class Lakehouse:
         except Exception:  # noqa: BLE001 - unsure: the write replaces the slice as always
             return None
 
+    def local_table(self, name: str, schema) -> tuple[str, list[str]] | None:
+        """(the table's directory, the columns Delta keeps statistics for) when ``overwrite_files`` may replace its contents with Parquet
+        files written by Python tasks: the table exists on the local filesystem (or a mount every
+        executor shares), its protocol is Delta's plain one (reader 1, writer 2: no table
+        features, no column mapping, no deletion vectors, no change data feed), it has no
+        partition columns, no CHECK constraints, invariants or append-only setting, and its
+        columns are ``schema``'s (a StructType: the same names, types and order, all nullable).
+        Else None: the table is written through Spark as always (so is a table not created yet:
+        its first write sets its properties)."""
+        if _is_uri(self.root) and not self.root.startswith("file:"):
+            return None
+        try:
+            from deltalake import DeltaTable
+
+            table = DeltaTable(self.path(name))
+            protocol, metadata = table.protocol(), table.metadata()
+            if (protocol.min_reader_version != 1 or protocol.min_writer_version > 2
+                    or protocol.writer_features or protocol.reader_features
+                    or metadata.partition_columns):
+                return None
+            config = metadata.configuration
+            if (config.get("delta.appendOnly", "false").lower() == "true"
+                    or any(k.startswith("delta.constraints.") for k in config)):
+                return None
+            fields = json.loads(table.schema().to_json())["fields"]
+            want = schema.jsonValue()["fields"]
+            if ([(f["name"], f["type"], f["nullable"], f.get("metadata") or {}) for f in fields]
+                    != [(f["name"], f["type"], True, {}) for f in want]):
+                return None
+            stats = table_stats_columns(config, [f["name"] for f in want])
+        except Exception:  # noqa: BLE001 - no such table, a log delta-rs cannot read: Spark writes
+            return None
+        path = self.path(name)
+        return (unquote(urlparse(path).path) if path.startswith("file:") else path), stats
+
+    def overwrite_files(self, name: str, files: list[dict], rows: int) -> int:
+        """Replace the table's contents with ``files`` (rows of ``WRITTEN_SCHEMA``: Parquet files
+        that ``parquet_file_writer`` tasks wrote into its directory) in one Delta commit, and
+        return its version. The commit is delta-rs's (``create_write_transaction``, mode
+        overwrite: every current file is removed): the protocol and the table's metadata stay
+        as they are, so Spark and every other Delta reader read it as any other version, with
+        time travel and history. Only for a table ``local_table`` accepts.
+
+        A failure before the commit leaves the files written so far in the directory, unlisted by
+        the log, as a failed Spark write does; ``VACUUM`` removes them.
+        """
+        from deltalake import DeltaTable
+        from deltalake.transaction import AddAction, CommitProperties
+
+        written = sum(int(f["rows"]) for f in files)
+        if written != rows:
+            raise RuntimeError(f"{name}: the write tasks wrote {written} rows, {rows} expected; "
+                               "nothing was committed")
+        table = DeltaTable(self.path(name))
+        actions = [AddAction(f["path"], int(f["size"]), {}, int(f["modified"]), True, f["stats"])
+                   for f in files]
+        table.create_write_transaction(
+            actions, mode="overwrite", schema=table.schema(),
+            commit_properties=CommitProperties(custom_metadata={
+                "engine": "codemill overwrite_files (delta-rs)", "numOutputRows": str(rows),
+                "numFiles": str(len(files))}))
+        self._written[name] = rows
+        return DeltaTable(self.path(name)).version()
+
     def rows_written(self, name: str) -> int:
         """Rows the table's latest commit wrote (Delta's ``numOutputRows`` operation metric), as
         ``write`` read it with the commit's version."""
@@ -436,8 +502,6 @@ def local_parquet_files(df: DataFrame) -> list[tuple[str, int]] | None:
     text in 0.44 s on one core, against 1.65 s for the JVM's scan plus 1.2 s for the handover
     (bench/RESULTS.md, session 16).
     """
-    from urllib.parse import unquote, urlparse
-
     try:
         plan = df._jdf.queryExecution().optimizedPlan()
         while plan.nodeName() == "Project":
@@ -546,6 +610,140 @@ def map_parquet_in_arrow(spark: SparkSession, tasks: list[list[str]], schema,
         return fn(batches())
 
     return map_in_arrow(spark.range(0, len(tasks), 1, max(1, len(tasks))), run, out_schema)
+
+
+# What a ``parquet_file_writer`` task reports of each file it wrote, for ``overwrite_files``.
+WRITTEN_SCHEMA = "path string, size long, rows long, modified long, stats string"
+# Arrow bytes that go into one file before a task starts the next: ~40-50 MB of Parquet for code.
+FILE_ARROW_BYTES = 128 << 20
+# Delta's ``dataSkippingStringPrefixLength``: string bounds are kept to this many characters.
+STATS_PREFIX = 32
+
+
+class FileStats:
+    """Delta's per-file statistics of the ``columns`` of the batches ``add``-ed: numRecords,
+    nullCount, and minValues/maxValues where they are sound bounds. A string's minimum is cut to
+    ``STATS_PREFIX`` characters (a prefix is never greater); its maximum is kept only when it is
+    that short (Spark appends a tie-breaker character to a cut maximum; leaving it out costs
+    nothing but skipping on that column). A float column with NaN gets no bounds. The bounds
+    compare as Spark does: numbers by value, strings by their UTF-8 bytes."""
+
+    def __init__(self, columns: list[str]):
+        self.columns = columns
+        self.rows = 0
+        self.nulls = dict.fromkeys(columns, 0)
+        self.low: dict = {}
+        self.high: dict = {}
+        self.unbounded: set[str] = set()
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.rows += batch.num_rows
+        for name in self.columns:
+            column = batch.column(name)
+            self.nulls[name] += column.null_count
+            if name in self.unbounded:
+                continue
+            kind = column.type
+            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                    or pa.types.is_string(kind) or pa.types.is_boolean(kind)):
+                self.unbounded.add(name)
+                continue
+            if pa.types.is_floating(kind) and pc.any(pc.is_nan(column)).as_py():
+                self.unbounded.add(name)
+                continue
+            bounds = pc.min_max(column).as_py()
+            if bounds["min"] is None:
+                continue
+            low, high = bounds["min"], bounds["max"]
+            # Python orders str by code point, which is the UTF-8 byte order Spark uses
+            if name not in self.low or low < self.low[name]:
+                self.low[name] = low
+            if name not in self.high or high > self.high[name]:
+                self.high[name] = high
+
+    def json(self) -> str:
+        low, high = {}, {}
+        for name in self.columns:
+            if name in self.unbounded or name not in self.low:
+                continue
+            value, top = self.low[name], self.high[name]
+            if isinstance(value, str):
+                low[name] = value[:STATS_PREFIX]
+                if len(top) <= STATS_PREFIX:
+                    high[name] = top
+            else:
+                low[name], high[name] = value, top
+        return json.dumps({"numRecords": self.rows, "minValues": low, "maxValues": high,
+                           "nullCount": self.nulls}, separators=(",", ":"))
+
+
+def parquet_file_writer(directory: str, schema: pa.Schema, stats_columns: list[str],
+                        transform: Callable[[pa.RecordBatch], pa.RecordBatch],
+                        file_bytes: int = FILE_ARROW_BYTES,
+                        ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A ``map_in_arrow`` function that writes its task's batches, each passed through
+    ``transform`` (which returns them as ``schema``), into snappy Parquet files in
+    ``directory`` (a new file after about ``file_bytes`` of Arrow data), and yields one
+    ``WRITTEN_SCHEMA`` row per file, with its Delta statistics (``FileStats``) for
+    ``overwrite_files``. Long text columns (``UNINDEXED_TEXT``) get no dictionary and no Parquet
+    statistics, as Spark's writer would find no use for either. File names are unique per task
+    attempt: a retried task writes new files and only the ones reported are committed."""
+    from jobs.stage import arrow_schema
+
+    stats_columns = list(stats_columns)
+    out = arrow_schema(WRITTEN_SCHEMA)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        coded = [f.name for f in schema if f.name not in UNINDEXED_TEXT]
+        writer = stats = name = None
+        held = 0
+
+        def close() -> pa.RecordBatch:
+            writer.close()
+            path = os.path.join(directory, name)
+            info = os.stat(path)
+            return pa.RecordBatch.from_pylist(
+                [{"path": name, "size": info.st_size, "rows": stats.rows,
+                  "modified": int(info.st_mtime * 1000), "stats": stats.json()}], schema=out)
+
+        for batch in batches:
+            batch = transform(batch)
+            if batch.num_rows == 0:
+                continue
+            if writer is None:
+                name = f"part-{uuid.uuid4()}-c000.snappy.parquet"
+                writer = pq.ParquetWriter(os.path.join(directory, name), schema,
+                                          compression="snappy", use_dictionary=coded,
+                                          write_statistics=coded)
+                stats, held = FileStats(stats_columns), 0
+            writer.write_batch(batch)
+            stats.add(batch)
+            held += batch.nbytes
+            if held >= file_bytes:
+                yield close()
+                writer = None
+        if writer is not None:
+            yield close()
+
+    return run
+
+
+def table_stats_columns(table_config: dict[str, str], names: list[str]) -> list[str]:
+    """Of the columns ``names``, those Delta keeps file statistics for:
+    ``delta.dataSkippingStatsColumns`` when the table sets it, else the first
+    ``delta.dataSkippingNumIndexedCols`` (default 32; negative: all)."""
+    named = table_config.get(STATS_COLUMNS)
+    if named:
+        listed = {c.strip() for c in named.split(",")}
+        return [c for c in names if c in listed]
+    count = int(table_config.get("delta.dataSkippingNumIndexedCols", "32"))
+    return list(names) if count < 0 else list(names[:count])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from jobs.config import PipelineConfig
+    from jobs.lakehouse import Lakehouse
 
 KEPT, DROPPED, QUARANTINED = "kept", "dropped", "quarantined"
 
@@ -42,6 +43,10 @@ class StageResult:
     extra_outputs: dict[str, DataFrame] = field(default_factory=dict)
     # silver.rejects columns the stage leaves null (dedup's text: it stays in the stage's input)
     rejects_omit: tuple[str, ...] = ()
+    # writes the output table itself and returns its new version: (lakehouse, table, kept rows)
+    # → version; given the kept rows so that it can fall back to ``Lakehouse.write`` (dedup's
+    # direct write of silver.unique_files)
+    write_output: Callable[[Lakehouse, str, DataFrame], int] | None = None
 
 
 @dataclass(frozen=True)
