@@ -50,12 +50,12 @@ ROWS = [
 ID = {r["path"]: r["id"] for r in ROWS}
 
 
-def write_files(spark, lakehouse, slices: int | None = None) -> None:
-    """ROWS as silver.files, in ``slices`` parts (Spark's default if None)."""
+def write_files(spark, lakehouse, slices: int | None = None, rows: list[dict] = ROWS) -> None:
+    """``rows`` (ROWS) as silver.files, in ``slices`` parts (Spark's default if None)."""
     schema = ("id string, repo string, path string, language string, license string, "
               "stars long, text string, size_bytes long, num_lines long, alpha_fraction double, "
               "avg_line_length double, max_line_length long")
-    rows = [tuple(r[c.split(" ")[0]] for c in schema.split(", ")) for r in ROWS]
+    rows = [tuple(r[c.split(" ")[0]] for c in schema.split(", ")) for r in rows]
     df = spark.createDataFrame(spark.sparkContext.parallelize(rows, slices) if slices else rows,
                                schema)
     Lakehouse(spark, lakehouse).write("silver.files", df)
@@ -367,6 +367,40 @@ def test_the_tasks_read_silver_files_themselves_and_write_the_same_tables(spark,
     calls.clear()
     assert tables("dedup.verify_margin=1.0", "dedup.direct_reads=false") == direct
     assert calls == []
+
+
+def test_the_tasks_write_silver_unique_files_and_delta_rs_commits_them(spark, lakehouse):
+    """``dedup.direct_writes``: once the table exists, the Python tasks write its files and the
+    driver commits them with delta-rs: the rows Spark's write gives, one commit, and the ledger
+    counts them. A table not created yet, ``direct_writes=false``, or an id ingested twice: Spark
+    writes it."""
+    spark_made = "engineInfo"  # Spark's commits carry it; ours name their engine instead
+
+    def last_commit():
+        return DeltaTable(f"{lakehouse}/silver/unique_files").history(1)[0]
+
+    def run(*overrides):
+        [report] = run_pipeline(make_config(lakehouse, *overrides), ["dedup"], spark=spark).reports
+        return report, sorted(map(repr, table(lakehouse, "silver.unique_files")))
+
+    once = [r for i, r in enumerate(ROWS) if i != 4]  # c.py ingested once
+    write_files(spark, lakehouse, slices=3, rows=once)
+    _, by_spark = run()
+    assert spark_made in last_commit()  # the table did not exist: Spark created it
+    report, direct = run()
+    assert last_commit()["engine"] == "codemill overwrite_files (delta-rs)"
+    assert direct == by_spark
+    path = f"{lakehouse}/silver/unique_files"
+    assert report.output_rows == report.rows_out == 6
+    assert report.output_versions["silver.unique_files"] == DeltaTable(path).version()
+    assert sorted(map(repr, spark.read.format("delta").load(path).collect())) == sorted(
+        map(repr, spark.read.format("delta").option("versionAsOf", DeltaTable(path).version() - 1)
+            .load(path).collect()))
+    _, again = run("dedup.direct_writes=false")
+    assert spark_made in last_commit() and again == direct
+    write_files(spark, lakehouse, slices=3)  # c.py twice: the copies are ranked in Spark's join
+    run()
+    assert spark_made in last_commit()
 
 
 def test_an_empty_quarantine_slice_is_not_written_again(spark, silver):

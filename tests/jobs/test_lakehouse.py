@@ -8,15 +8,21 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pyarrow as pa
+import pytest
 from deltalake import DeltaTable
 
 from jobs.config import REPO_ROOT
 from jobs.lakehouse import (
+    STATS_COLUMNS,
+    WRITTEN_SCHEMA,
+    FileStats,
     Lakehouse,
     StageReport,
     append_ledger,
     local_parquet_files,
     map_parquet_in_arrow,
+    parquet_file_writer,
     parquet_tasks,
 )
 from jobs.pipeline import write_run_folder
@@ -299,3 +305,104 @@ def test_only_a_plain_selection_of_a_local_delta_table_is_read_by_the_tasks(spar
         table = spark.read.format("delta").load(path)
         assert table.count() == 2
         assert local_parquet_files(table) is None, name
+
+
+FILES = "id string, repo string, stars long, text string"
+
+
+def test_file_stats_are_sound_bounds_as_delta_keeps_them():
+    long = "z" * 40
+    stats = FileStats(["id", "stars", "score", "nan", "flag"])
+    schema = pa.schema([("id", pa.string()), ("stars", pa.int64()), ("score", pa.float64()),
+                        ("nan", pa.float64()), ("flag", pa.bool_())])
+    stats.add(pa.RecordBatch.from_pylist(
+        [{"id": "b" * 40, "stars": 7, "score": 0.5, "nan": 1.0, "flag": True},
+         {"id": None, "stars": None, "score": None, "nan": float("nan"), "flag": None}], schema))
+    stats.add(pa.RecordBatch.from_pylist(
+        [{"id": long, "stars": -3, "score": 2.5, "nan": 0.0, "flag": False}], schema))
+    assert json.loads(stats.json()) == {
+        "numRecords": 3,
+        # the least id cut to 32 characters (a prefix is never greater); the greatest is 40
+        # characters long, so no upper bound is kept; NaN: no bounds for that column
+        "minValues": {"id": "b" * 32, "stars": -3, "score": 0.5, "flag": False},
+        "maxValues": {"stars": 7, "score": 2.5, "flag": True},
+        "nullCount": {"id": 1, "stars": 1, "score": 1, "nan": 0, "flag": 1}}
+    short = FileStats(["id"])
+    short.add(pa.RecordBatch.from_pylist([{"id": "é"}, {"id": "z"}], pa.schema([("id", pa.string())])))
+    # UTF-8 byte order, as Spark compares strings: "é" (0xC3 0xA9) sorts after "z" (0x7A)
+    assert json.loads(short.json())["minValues"] == {"id": "z"}
+    assert json.loads(short.json())["maxValues"] == {"id": "é"}
+
+
+def test_local_table_accepts_only_a_plain_local_table_with_the_stage_columns(spark, lakehouse):
+    lake = Lakehouse(spark, lakehouse)
+    df = spark.createDataFrame([("a", "r", 1, "x")], FILES)
+    assert lake.local_table("silver.unique_files", df.schema) is None  # not created yet
+    lake.write("silver.unique_files", df)  # has text: named statistics columns
+    directory, stats = lake.local_table("silver.unique_files", df.schema)
+    assert directory == f"{lakehouse}/silver/unique_files" and stats == ["id", "repo", "stars"]
+    assert lake.local_table("silver.unique_files", df.drop("repo").schema) is None
+    assert lake.local_table("silver.unique_files", df.select("repo", "id", "stars", "text").schema
+                            ) is None  # another order
+    lake.write("silver.rejects", spark.createDataFrame([("s", "r", "a")], SCHEMA),
+               replace_where="stage = 's'")
+    assert lake.local_table("silver.rejects",
+                            spark.createDataFrame([], SCHEMA).schema) is None  # partitioned
+    refused = {"cdf": "'delta.enableChangeDataFeed' = 'true'", "append": "'delta.appendOnly' = 'true'"}
+    for name, properties in refused.items():
+        spark.sql(f"CREATE TABLE delta.`{lakehouse}/x/{name}` ({FILES.replace(' long', ' bigint')}) "
+                  f"USING delta TBLPROPERTIES ({properties})")
+        assert lake.local_table(f"x.{name}", df.schema) is None, name
+    spark.sql(f"CREATE TABLE delta.`{lakehouse}/x/checked` ({FILES.replace(' long', ' bigint')}) "
+              "USING delta")
+    assert lake.local_table("x.checked", df.schema) is not None
+    spark.sql(f"ALTER TABLE delta.`{lakehouse}/x/checked` ADD CONSTRAINT positive CHECK (stars > 0)")
+    assert lake.local_table("x.checked", df.schema) is None
+
+
+def test_files_written_by_the_tasks_replace_a_table_in_one_commit_or_none(spark, lakehouse):
+    lake = Lakehouse(spark, lakehouse)
+    old = spark.createDataFrame([("old", "r", 1, "gone")], FILES)
+    lake.write("silver.unique_files", old)
+    source = spark.createDataFrame(
+        [(f"id{i:02d}", f"r{i % 3}", i, "x" * i) for i in range(40)], FILES).repartition(3)
+    lake.write("silver.files", source)
+    read = lake.read("silver.files")[0]
+    tasks = parquet_tasks(spark, local_parquet_files(read))
+    directory, stats = lake.local_table("silver.unique_files", read.schema)
+    schema = pa.schema([(f.name, {"string": pa.string(), "long": pa.int64()}[f.dataType.simpleString()
+                         .replace("bigint", "long")]) for f in read.schema])
+
+    def odd(batch):  # the rows with an odd number of stars, as the write's own transform
+        return batch.filter(pa.compute.equal(pa.compute.bit_wise_and(batch["stars"], 1), 1))
+
+    def write(file_bytes=1 << 30):
+        return [r.asDict() for r in map_parquet_in_arrow(
+            spark, tasks, read.schema, parquet_file_writer(directory, schema, stats, odd, file_bytes),
+            WRITTEN_SCHEMA).collect()]
+
+    before = lake.version("silver.unique_files")
+    files = write()
+    with pytest.raises(RuntimeError, match="wrote 20 rows, 21 expected; nothing was committed"):
+        lake.overwrite_files("silver.unique_files", files, 21)
+    assert lake.version("silver.unique_files") == before
+    files = write(file_bytes=1)  # a new file after every batch
+    assert len(files) > len(tasks)
+    version = lake.overwrite_files("silver.unique_files", files, 20)
+    assert version == before + 1 == lake.version("silver.unique_files")
+    assert lake.rows_written("silver.unique_files") == 20
+    got = spark.read.format("delta").load(lake.path("silver.unique_files"))
+    assert sorted(got.collect()) == sorted(r for r in read.collect() if r.stars % 2)
+    # Spark skips files by the statistics the tasks wrote, and finds the same rows
+    assert sorted(r.id for r in got.where("stars >= 30").collect()) == [
+        "id31", "id33", "id35", "id37", "id39"]
+    adds = pa.table(DeltaTable(lake.path("silver.unique_files")).get_add_actions(flatten=True))
+    assert sum(adds["num_records"].to_pylist()) == 20
+    assert "min.stars" in adds.column_names and "min.text" not in adds.column_names
+    assert DeltaTable(lake.path("silver.unique_files")).metadata().configuration[STATS_COLUMNS] == (
+        "id,repo,stars")
+    # the version before stays readable (time travel), and Spark writes the table again after
+    assert [r.id for r in spark.read.format("delta").option("versionAsOf", before)
+            .load(lake.path("silver.unique_files")).collect()] == ["old"]
+    lake.write("silver.unique_files", old)
+    assert [r.id for r in lake.read("silver.unique_files")[0].collect()] == ["old"]
