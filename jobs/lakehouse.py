@@ -280,9 +280,9 @@ class Lakehouse:
             return None
 
     def local_table(self, name: str, schema) -> tuple[str, list[str]] | None:
-        """(the table's directory, the columns Delta keeps statistics for) when ``overwrite_files`` may replace its contents with Parquet
-        files written by Python tasks: the table exists on the local filesystem (or a mount every
-        executor shares), its protocol is Delta's plain one (reader 1, writer 2: no table
+        """(the table's directory, the columns Delta keeps statistics for) when
+        ``overwrite_files`` may replace its contents with Parquet files written by Python tasks:
+        the table exists on the local filesystem (or a mount every executor shares), its protocol is Delta's plain one (reader 1, writer 2: no table
         features, no column mapping, no deletion vectors, no change data feed), it has no
         partition columns, no CHECK constraints, invariants or append-only setting, and its
         columns are ``schema``'s (a StructType: the same names, types and order, all nullable).
@@ -311,8 +311,11 @@ class Lakehouse:
             stats = table_stats_columns(config, [f["name"] for f in want])
         except Exception:  # noqa: BLE001 - no such table, a log delta-rs cannot read: Spark writes
             return None
+        return self.local_table_dir(name), stats
+
+    def local_table_dir(self, name: str) -> str:
         path = self.path(name)
-        return (unquote(urlparse(path).path) if path.startswith("file:") else path), stats
+        return unquote(urlparse(path).path) if path.startswith("file:") else path
 
     def overwrite_files(self, name: str, files: list[dict], rows: int) -> int:
         """Replace the table's contents with ``files`` (rows of ``WRITTEN_SCHEMA``: Parquet files
@@ -332,6 +335,13 @@ class Lakehouse:
         if written != rows:
             raise RuntimeError(f"{name}: the write tasks wrote {written} rows, {rows} expected; "
                                "nothing was committed")
+        directory = self.local_table_dir(name)
+        for f in files:  # tasks on a machine without the table's mount wrote elsewhere: refuse
+            where = os.path.join(directory, f["path"])
+            if not os.path.isfile(where) or os.path.getsize(where) != int(f["size"]):
+                raise RuntimeError(f"{name}: {where}, written by a task, is not on the driver's "
+                                   "filesystem with the size the task reported (the executors "
+                                   "must share the table's mount); nothing was committed")
         table = DeltaTable(self.path(name))
         actions = [AddAction(f["path"], int(f["size"]), {}, int(f["modified"]), True, f["stats"])
                    for f in files]
@@ -625,7 +635,9 @@ class FileStats:
     nullCount, and minValues/maxValues where they are sound bounds. A string's minimum is cut to
     ``STATS_PREFIX`` characters (a prefix is never greater); its maximum is kept only when it is
     that short (Spark appends a tie-breaker character to a cut maximum; leaving it out costs
-    nothing but skipping on that column). A float column with NaN gets no bounds. The bounds
+    nothing but skipping on that column). A float column with NaN gets no bounds, nor does a
+    column of another type (Delta keeps none for booleans; dates and the like are not written
+    here). The bounds
     compare as Spark does: numbers by value, strings by their UTF-8 bytes."""
 
     def __init__(self, columns: list[str]):
@@ -648,7 +660,7 @@ class FileStats:
                 continue
             kind = column.type
             if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
-                    or pa.types.is_string(kind) or pa.types.is_boolean(kind)):
+                    or pa.types.is_string(kind)):
                 self.unbounded.add(name)
                 continue
             if pa.types.is_floating(kind) and pc.any(pc.is_nan(column)).as_py():

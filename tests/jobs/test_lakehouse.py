@@ -307,7 +307,8 @@ def test_only_a_plain_selection_of_a_local_delta_table_is_read_by_the_tasks(spar
         assert local_parquet_files(table) is None, name
 
 
-FILES = "id string, repo string, stars long, text string"
+TASK_FILES = "id string, repo string, stars long, text string"
+TASK_DDL = TASK_FILES.replace(" long", " bigint")
 
 
 def test_file_stats_are_sound_bounds_as_delta_keeps_them():
@@ -323,12 +324,14 @@ def test_file_stats_are_sound_bounds_as_delta_keeps_them():
     assert json.loads(stats.json()) == {
         "numRecords": 3,
         # the least id cut to 32 characters (a prefix is never greater); the greatest is 40
-        # characters long, so no upper bound is kept; NaN: no bounds for that column
-        "minValues": {"id": "b" * 32, "stars": -3, "score": 0.5, "flag": False},
-        "maxValues": {"stars": 7, "score": 2.5, "flag": True},
+        # characters long, so no upper bound is kept; NaN: no bounds for that column; booleans:
+        # none either, as Delta keeps none for them
+        "minValues": {"id": "b" * 32, "stars": -3, "score": 0.5},
+        "maxValues": {"stars": 7, "score": 2.5},
         "nullCount": {"id": 1, "stars": 1, "score": 1, "nan": 0, "flag": 1}}
     short = FileStats(["id"])
-    short.add(pa.RecordBatch.from_pylist([{"id": "é"}, {"id": "z"}], pa.schema([("id", pa.string())])))
+    short.add(pa.RecordBatch.from_pylist([{"id": "é"}, {"id": "z"}],
+                                         pa.schema([("id", pa.string())])))
     # UTF-8 byte order, as Spark compares strings: "é" (0xC3 0xA9) sorts after "z" (0x7A)
     assert json.loads(short.json())["minValues"] == {"id": "z"}
     assert json.loads(short.json())["maxValues"] == {"id": "é"}
@@ -336,7 +339,7 @@ def test_file_stats_are_sound_bounds_as_delta_keeps_them():
 
 def test_local_table_accepts_only_a_plain_local_table_with_the_stage_columns(spark, lakehouse):
     lake = Lakehouse(spark, lakehouse)
-    df = spark.createDataFrame([("a", "r", 1, "x")], FILES)
+    df = spark.createDataFrame([("a", "r", 1, "x")], TASK_FILES)
     assert lake.local_table("silver.unique_files", df.schema) is None  # not created yet
     lake.write("silver.unique_files", df)  # has text: named statistics columns
     directory, stats = lake.local_table("silver.unique_files", df.schema)
@@ -348,43 +351,49 @@ def test_local_table_accepts_only_a_plain_local_table_with_the_stage_columns(spa
                replace_where="stage = 's'")
     assert lake.local_table("silver.rejects",
                             spark.createDataFrame([], SCHEMA).schema) is None  # partitioned
-    refused = {"cdf": "'delta.enableChangeDataFeed' = 'true'", "append": "'delta.appendOnly' = 'true'"}
+    refused = {"cdf": "'delta.enableChangeDataFeed' = 'true'",
+               "append": "'delta.appendOnly' = 'true'"}
     for name, properties in refused.items():
-        spark.sql(f"CREATE TABLE delta.`{lakehouse}/x/{name}` ({FILES.replace(' long', ' bigint')}) "
+        spark.sql(f"CREATE TABLE delta.`{lakehouse}/x/{name}` ({TASK_DDL}) "
                   f"USING delta TBLPROPERTIES ({properties})")
         assert lake.local_table(f"x.{name}", df.schema) is None, name
-    spark.sql(f"CREATE TABLE delta.`{lakehouse}/x/checked` ({FILES.replace(' long', ' bigint')}) "
+    spark.sql(f"CREATE TABLE delta.`{lakehouse}/x/checked` ({TASK_DDL}) "
               "USING delta")
     assert lake.local_table("x.checked", df.schema) is not None
-    spark.sql(f"ALTER TABLE delta.`{lakehouse}/x/checked` ADD CONSTRAINT positive CHECK (stars > 0)")
+    spark.sql(f"ALTER TABLE delta.`{lakehouse}/x/checked` "
+              "ADD CONSTRAINT positive CHECK (stars > 0)")
     assert lake.local_table("x.checked", df.schema) is None
 
 
 def test_files_written_by_the_tasks_replace_a_table_in_one_commit_or_none(spark, lakehouse):
     lake = Lakehouse(spark, lakehouse)
-    old = spark.createDataFrame([("old", "r", 1, "gone")], FILES)
+    old = spark.createDataFrame([("old", "r", 1, "gone")], TASK_FILES)
     lake.write("silver.unique_files", old)
     source = spark.createDataFrame(
-        [(f"id{i:02d}", f"r{i % 3}", i, "x" * i) for i in range(40)], FILES).repartition(3)
+        [(f"id{i:02d}", f"r{i % 3}", i, "x" * i) for i in range(40)], TASK_FILES).repartition(3)
     lake.write("silver.files", source)
     read = lake.read("silver.files")[0]
     tasks = parquet_tasks(spark, local_parquet_files(read))
     directory, stats = lake.local_table("silver.unique_files", read.schema)
-    schema = pa.schema([(f.name, {"string": pa.string(), "long": pa.int64()}[f.dataType.simpleString()
-                         .replace("bigint", "long")]) for f in read.schema])
+    schema = pa.schema([("id", pa.string()), ("repo", pa.string()), ("stars", pa.int64()),
+                        ("text", pa.string())])
 
     def odd(batch):  # the rows with an odd number of stars, as the write's own transform
         return batch.filter(pa.compute.equal(pa.compute.bit_wise_and(batch["stars"], 1), 1))
 
     def write(file_bytes=1 << 30):
         return [r.asDict() for r in map_parquet_in_arrow(
-            spark, tasks, read.schema, parquet_file_writer(directory, schema, stats, odd, file_bytes),
+            spark, tasks, read.schema,
+            parquet_file_writer(directory, schema, stats, odd, file_bytes),
             WRITTEN_SCHEMA).collect()]
 
     before = lake.version("silver.unique_files")
     files = write()
     with pytest.raises(RuntimeError, match="wrote 20 rows, 21 expected; nothing was committed"):
         lake.overwrite_files("silver.unique_files", files, 21)
+    elsewhere = [{**files[0], "path": "part-on-another-machine.parquet"}, *files[1:]]
+    with pytest.raises(RuntimeError, match="not on the driver's filesystem"):
+        lake.overwrite_files("silver.unique_files", elsewhere, 20)
     assert lake.version("silver.unique_files") == before
     files = write(file_bytes=1)  # a new file after every batch
     assert len(files) > len(tasks)
