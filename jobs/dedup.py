@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import Column, DataFrame, SparkSession
 
+STAGE_NAME = "dedup"
 INPUT_COLUMNS = FILE_COLUMNS + tuple(s.split(" ")[0] for s in SIGNALS.split(", "))
 SIGNED_SCHEMA = (
     "id string, repo string, path string, language string, license string, stars long, "
@@ -738,21 +739,29 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
         F.when(quarantined, F.substring("text", 1, cfg.ingest.quarantine_payload_chars))
         .alias("payload"),
         F.col("size_bytes").alias("_bytes"))
-    write_output = None
-    if cfg.dedup.direct_writes and tasks and not any_copies and ids <= cfg.dedup.broadcast_rows:
-        write_output = partial(_write_unique_files, decisions, tasks, files.schema)
+    writers = {}
+    if cfg.dedup.direct_writes:
+        # the small tables too: Spark's Delta overwrite has a fixed cost that the output's write
+        # tasks made wait (``Lakehouse.write_by_tasks``); the rejects carry no text by default
+        writers["silver.dup_clusters"] = Lakehouse.write_by_tasks
+        if not cfg.dedup.rejects_text:
+            writers["silver.rejects"] = partial(Lakehouse.write_by_tasks,
+                                                slice_=("stage", STAGE_NAME))
+        if tasks and not any_copies and ids <= cfg.dedup.broadcast_rows:
+            writers["silver.unique_files"] = partial(_write_unique_files, decisions, tasks,
+                                                     files.schema)
     return StageResult(
         input_rows=files.select(F.col("size_bytes").alias("_bytes")),
         decided=decided,
         kept_columns=INPUT_COLUMNS + ("content_hash",),
         extra_outputs={"silver.dup_clusters": clusters},
         rejects_omit=() if cfg.dedup.rejects_text else ("text",),
-        write_output=write_output,
+        writers=writers,
     )
 
 
 STAGE = Stage(
-    name="dedup", inputs=("silver.files",), output="silver.unique_files", build=build,
+    name=STAGE_NAME, inputs=("silver.files",), output="silver.unique_files", build=build,
     description="exact content-hash and MinHash-LSH near-duplicate removal",
 )
 

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -279,12 +280,14 @@ class Lakehouse:
         except Exception:  # noqa: BLE001 - unsure: the write replaces the slice as always
             return None
 
-    def local_table(self, name: str, schema) -> tuple[str, list[str]] | None:
+    def local_table(self, name: str, schema, partitions: tuple[str, ...] = ()
+                    ) -> tuple[str, list[str]] | None:
         """(the table's directory, the columns Delta keeps statistics for) when
         ``overwrite_files`` may replace its contents with Parquet files written by Python tasks:
-        the table exists on the local filesystem (or a mount every executor shares), its protocol is Delta's plain one (reader 1, writer 2: no table
-        features, no column mapping, no deletion vectors, no change data feed), it has no
-        partition columns, no CHECK constraints, invariants or append-only setting, and its
+        the table exists on the local filesystem (or a mount every executor shares), its
+        protocol is Delta's plain one (reader 1, writer 2: no table features, no column mapping,
+        no deletion vectors, no change data feed), its partition columns are ``partitions``
+        (default none), it has no CHECK constraints, invariants or append-only setting, and its
         columns are ``schema``'s (a StructType: the same names, types and order, all nullable).
         Else None: the table is written through Spark as always (so is a table not created yet:
         its first write sets its properties)."""
@@ -297,7 +300,7 @@ class Lakehouse:
             protocol, metadata = table.protocol(), table.metadata()
             if (protocol.min_reader_version != 1 or protocol.min_writer_version > 2
                     or protocol.writer_features or protocol.reader_features
-                    or metadata.partition_columns):
+                    or metadata.partition_columns != list(partitions)):
                 return None
             config = metadata.configuration
             if (config.get("delta.appendOnly", "false").lower() == "true"
@@ -308,7 +311,8 @@ class Lakehouse:
             if ([(f["name"], f["type"], f["nullable"], f.get("metadata") or {}) for f in fields]
                     != [(f["name"], f["type"], True, {}) for f in want]):
                 return None
-            stats = table_stats_columns(config, [f["name"] for f in want])
+            stats = table_stats_columns(
+                config, [f["name"] for f in want if f["name"] not in partitions])
         except Exception:  # noqa: BLE001 - no such table, a log delta-rs cannot read: Spark writes
             return None
         return self.local_table_dir(name), stats
@@ -317,13 +321,17 @@ class Lakehouse:
         path = self.path(name)
         return unquote(urlparse(path).path) if path.startswith("file:") else path
 
-    def overwrite_files(self, name: str, files: list[dict], rows: int) -> int:
+    def overwrite_files(self, name: str, files: list[dict], rows: int | None = None,
+                        slice_: tuple[str, str] | None = None) -> int:
         """Replace the table's contents with ``files`` (rows of ``WRITTEN_SCHEMA``: Parquet files
         that ``parquet_file_writer`` tasks wrote into its directory) in one Delta commit, and
         return its version. The commit is delta-rs's (``create_write_transaction``, mode
         overwrite: every current file is removed): the protocol and the table's metadata stay
         as they are, so Spark and every other Delta reader read it as any other version, with
-        time travel and history. Only for a table ``local_table`` accepts.
+        time travel and history. Only for a table ``local_table`` accepts. ``rows``: how many
+        rows the files must hold, when the caller knows (else what the tasks report).
+        ``slice_``: (partition column, value): only that partition is replaced, and ``files`` are
+        in its folder (``parquet_file_writer``'s ``slice_``).
 
         A failure before the commit leaves the files written so far in the directory, unlisted by
         the log, as a failed Spark write does; ``VACUUM`` removes them.
@@ -332,6 +340,7 @@ class Lakehouse:
         from deltalake.transaction import AddAction, CommitProperties
 
         written = sum(int(f["rows"]) for f in files)
+        rows = written if rows is None else rows
         if written != rows:
             raise RuntimeError(f"{name}: the write tasks wrote {written} rows, {rows} expected; "
                                "nothing was committed")
@@ -343,10 +352,13 @@ class Lakehouse:
                                    "filesystem with the size the task reported (the executors "
                                    "must share the table's mount); nothing was committed")
         table = DeltaTable(self.path(name))
-        actions = [AddAction(f["path"], int(f["size"]), {}, int(f["modified"]), True, f["stats"])
-                   for f in files]
+        values = {slice_[0]: slice_[1]} if slice_ else {}
+        actions = [AddAction(f["path"], int(f["size"]), values, int(f["modified"]), True,
+                             f["stats"]) for f in files]
         table.create_write_transaction(
             actions, mode="overwrite", schema=table.schema(),
+            partition_by=[slice_[0]] if slice_ else None,
+            partition_filters=[(slice_[0], "=", slice_[1])] if slice_ else None,
             commit_properties=CommitProperties(custom_metadata={
                 "engine": "codemill overwrite_files (delta-rs)", "numOutputRows": str(rows),
                 "numFiles": str(len(files))}))
@@ -451,6 +463,51 @@ class Lakehouse:
         elif not now and have is not None:
             self.spark.sql(f"ALTER TABLE {table} UNSET TBLPROPERTIES ('{STATS_COLUMNS}')")
             properties.pop(STATS_COLUMNS)
+
+    def write_by_tasks(self, name: str, df: DataFrame,
+                       slice_: tuple[str, str] | None = None) -> int:
+        """Overwrite the table with ``df``'s rows, written as Parquet by Python tasks (one file or
+        more per partition of ``df``: ``parquet_file_writer``) and committed by delta-rs
+        (``overwrite_files``), when ``local_table`` accepts the table; else ``write``. The rows
+        cross to Python as Arrow batches, so this is for tables without long text (dedup's
+        silver.dup_clusters). ``slice_``: (partition column, value), for a table partitioned by
+        that column: only that partition is replaced (``write``'s ``replace_where``), and a row of
+        ``df`` outside it fails the write before the commit (dedup's slice of silver.rejects).
+
+        Why: Spark's Delta overwrite first rebuilds the table's state from its log (three jobs,
+        for the domain metadata of a replaced table) and lists its files (one more), whatever the
+        table's size; beside the stage's other writes, on 2 cores, those jobs waited for the
+        output's write tasks. delta-rs reads the log on the driver (bench/RESULTS.md, session 17).
+        """
+        import pyarrow as pa
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        from jobs.pyworker import map_in_arrow
+
+        where = f"{slice_[0]} = '{slice_[1]}'" if slice_ else None
+        plain = slice_ is None or re.fullmatch(r"[A-Za-z0-9_.-]+", slice_[1])  # no escaping
+        target = self.local_table(name, df.schema, (slice_[0],) if slice_ else ()) if plain else None
+        if target is None:
+            return self.write(name, df, replace_where=where)
+        directory, stats = target
+        schema = to_arrow_schema(df.select([c for c in df.columns
+                                            if not slice_ or c != slice_[0]]).schema)
+
+        def as_table(batch: pa.RecordBatch) -> pa.RecordBatch:
+            if slice_:
+                import pyarrow.compute as pc
+
+                values = batch.column(slice_[0])
+                if values.null_count or not pc.all(pc.equal(values, slice_[1])).as_py():
+                    raise ValueError(f"{name}: a row outside the slice {where}")
+            return pa.RecordBatch.from_arrays([batch.column(f.name) for f in schema],
+                                              schema=schema)
+
+        folder = f"{slice_[0]}={slice_[1]}" if slice_ else ""
+        written = map_in_arrow(df, parquet_file_writer(directory, schema, stats, as_table,
+                                                       folder=folder),
+                               WRITTEN_SCHEMA).collect()
+        return self.overwrite_files(name, [r.asDict() for r in written], slice_=slice_)
 
     def write(self, name: str, df: DataFrame, replace_where: str | None = None,
               append: bool = False) -> int:
@@ -694,7 +751,7 @@ class FileStats:
 
 def parquet_file_writer(directory: str, schema: pa.Schema, stats_columns: list[str],
                         transform: Callable[[pa.RecordBatch], pa.RecordBatch],
-                        file_bytes: int = FILE_ARROW_BYTES,
+                        file_bytes: int = FILE_ARROW_BYTES, folder: str = "",
                         ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """A ``map_in_arrow`` function that writes its task's batches, each passed through
     ``transform`` (which returns them as ``schema``), into snappy Parquet files in
@@ -702,7 +759,9 @@ def parquet_file_writer(directory: str, schema: pa.Schema, stats_columns: list[s
     ``WRITTEN_SCHEMA`` row per file, with its Delta statistics (``FileStats``) for
     ``overwrite_files``. Long text columns (``UNINDEXED_TEXT``) get no dictionary and no Parquet
     statistics, as Spark's writer would find no use for either. File names are unique per task
-    attempt: a retried task writes new files and only the ones reported are committed."""
+    attempt: a retried task writes new files and only the ones reported are committed.
+    ``folder``: a partition's folder under ``directory`` (``stage=dedup``), for the files and the
+    paths reported."""
     from jobs.stage import arrow_schema
 
     stats_columns = list(stats_columns)
@@ -718,7 +777,7 @@ def parquet_file_writer(directory: str, schema: pa.Schema, stats_columns: list[s
 
         def close() -> pa.RecordBatch:
             writer.close()
-            path = os.path.join(directory, name)
+            path = os.path.join(directory, name)  # name: under the folder
             info = os.stat(path)
             return pa.RecordBatch.from_pylist(
                 [{"path": name, "size": info.st_size, "rows": stats.rows,
@@ -729,7 +788,8 @@ def parquet_file_writer(directory: str, schema: pa.Schema, stats_columns: list[s
             if batch.num_rows == 0:
                 continue
             if writer is None:
-                name = f"part-{uuid.uuid4()}-c000.snappy.parquet"
+                name = os.path.join(folder, f"part-{uuid.uuid4()}-c000.snappy.parquet")
+                os.makedirs(os.path.join(directory, folder), exist_ok=True)
                 writer = pq.ParquetWriter(os.path.join(directory, name), schema,
                                           compression="snappy", use_dictionary=coded,
                                           write_statistics=coded)

@@ -134,7 +134,7 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]],
     conflict; a stage's writes overlap each other's planning, commits and single-task tails
     (dedup at 4x the bench corpus: 12.6 s of writes one after another, 8.2 s side by side).
     The first failure is raised once all have finished. A table in ``writers`` is written by its
-    function (``StageResult.write_output``) instead, given the frame.
+    function (``StageResult.writers``) instead, given the frame.
 
     Each write runs its jobs in a scheduler pool of its own (``spark.scheduler.pool`` = the table;
     the session's ``spark.scheduler.mode`` is FAIR, see ``jobs.lakehouse.spark_session``): with one
@@ -222,8 +222,7 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
                     writes[table] = (df if rows else df.limit(0), slice_)
                 else:
                     out[table] = unchanged
-            own = {stage.output: result.write_output} if result.write_output else {}
-            out.update(_write_all(lake, writes, own))
+            out.update(_write_all(lake, writes, result.writers))
             if report.output_rows is None:
                 report.output_rows = lake.rows_written(stage.output)
             for table, version in out.items():

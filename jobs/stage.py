@@ -43,10 +43,10 @@ class StageResult:
     extra_outputs: dict[str, DataFrame] = field(default_factory=dict)
     # silver.rejects columns the stage leaves null (dedup's text: it stays in the stage's input)
     rejects_omit: tuple[str, ...] = ()
-    # writes the output table itself and returns its new version: (lakehouse, table, kept rows)
-    # → version; given the kept rows so that it can fall back to ``Lakehouse.write`` (dedup's
-    # direct write of silver.unique_files)
-    write_output: Callable[[Lakehouse, str, DataFrame], int] | None = None
+    # tables the stage writes itself, each by a function (lakehouse, table, rows) → new version,
+    # in place of the runner's ``Lakehouse.write`` of those rows (the output's: the kept rows),
+    # which it may still fall back to (dedup's direct writes)
+    writers: dict[str, Callable[[Lakehouse, str, DataFrame], int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
