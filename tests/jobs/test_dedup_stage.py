@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from jobs import dedup
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline import run_pipeline
-from jobs.stage import QUARANTINE_SCHEMA
+from jobs.stage import QUARANTINE_SCHEMA, REJECT_SCHEMA
 from tests.conftest import make_config
 from udfs.minhash import content_hash, content_hashes, shingles, tokenize
 from udfs.records import file_id
@@ -369,38 +369,54 @@ def test_the_tasks_read_silver_files_themselves_and_write_the_same_tables(spark,
     assert calls == []
 
 
-def test_the_tasks_write_silver_unique_files_and_delta_rs_commits_them(spark, lakehouse):
-    """``dedup.direct_writes``: once the table exists, the Python tasks write its files and the
-    driver commits them with delta-rs: the rows Spark's write gives, one commit, and the ledger
-    counts them. A table not created yet, ``direct_writes=false``, or an id ingested twice: Spark
-    writes it."""
-    spark_made = "engineInfo"  # Spark's commits carry it; ours name their engine instead
+def test_the_tasks_write_the_stage_tables_and_delta_rs_commits_them(spark, lakehouse):
+    """``dedup.direct_writes``: once the tables exist, the Python tasks write silver.unique_files,
+    silver.dup_clusters and dedup's slice of silver.rejects, and the driver commits each with
+    delta-rs: the rows Spark's writes give, one commit each, and the ledger counts them. Tables
+    not created yet, ``direct_writes=false``, or (silver.unique_files) an id ingested twice:
+    Spark writes them."""
+    ours = "codemill overwrite_files (delta-rs)"
+    tables = ("silver.unique_files", "silver.dup_clusters", "silver.rejects")
 
-    def last_commit():
-        return DeltaTable(f"{lakehouse}/silver/unique_files").history(1)[0]
+    def engines():
+        found = {}
+        for name in tables:
+            last = DeltaTable(f"{lakehouse}/{name.replace('.', '/')}").history(1)[0]
+            found[name] = last.get("engine") or last["engineInfo"].split("/")[0]
+        return found
 
     def run(*overrides):
         [report] = run_pipeline(make_config(lakehouse, *overrides), ["dedup"], spark=spark).reports
-        return report, sorted(map(repr, table(lakehouse, "silver.unique_files")))
+        return report, {t: sorted(map(repr, table(lakehouse, t))) for t in tables}
 
+    Lakehouse(spark, lakehouse).write(  # another stage's slice, which stays as it is
+        "silver.rejects", spark.createDataFrame([("filter", "too_long", "f1", "r", "x.py", "python",
+                                                  "mit", 1, None, 1, None)], REJECT_SCHEMA),
+        replace_where="stage = 'filter'")
     once = [r for i, r in enumerate(ROWS) if i != 4]  # c.py ingested once
     write_files(spark, lakehouse, slices=3, rows=once)
     _, by_spark = run()
-    assert spark_made in last_commit()  # the table did not exist: Spark created it
+    # created by Spark; silver.rejects existed (the filter slice): dedup's slice is written by
+    # the tasks from the first run
+    assert engines() == {"silver.unique_files": "Apache-Spark",
+                         "silver.dup_clusters": "Apache-Spark", "silver.rejects": ours}
     report, direct = run()
-    assert last_commit()["engine"] == "codemill overwrite_files (delta-rs)"
+    assert engines() == dict.fromkeys(tables, ours)
     assert direct == by_spark
+    assert sum("'filter'" in r for r in direct["silver.rejects"]) == 1
     path = f"{lakehouse}/silver/unique_files"
     assert report.output_rows == report.rows_out == 6
-    assert report.output_versions["silver.unique_files"] == DeltaTable(path).version()
+    assert report.output_versions == {t: DeltaTable(f"{lakehouse}/{t.replace('.', '/')}").version()
+                                      for t in (*tables, "ops.quarantine")}
     assert sorted(map(repr, spark.read.format("delta").load(path).collect())) == sorted(
         map(repr, spark.read.format("delta").option("versionAsOf", DeltaTable(path).version() - 1)
             .load(path).collect()))
     _, again = run("dedup.direct_writes=false")
-    assert spark_made in last_commit() and again == direct
+    assert engines() == dict.fromkeys(tables, "Apache-Spark") and again == direct
     write_files(spark, lakehouse, slices=3)  # c.py twice: the copies are ranked in Spark's join
     run()
-    assert spark_made in last_commit()
+    assert engines()["silver.unique_files"] == "Apache-Spark"
+    assert engines()["silver.dup_clusters"] == ours
 
 
 def test_an_empty_quarantine_slice_is_not_written_again(spark, silver):

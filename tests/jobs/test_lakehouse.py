@@ -415,3 +415,47 @@ def test_files_written_by_the_tasks_replace_a_table_in_one_commit_or_none(spark,
             .load(lake.path("silver.unique_files")).collect()] == ["old"]
     lake.write("silver.unique_files", old)
     assert [r.id for r in lake.read("silver.unique_files")[0].collect()] == ["old"]
+
+
+def test_small_tables_and_a_partition_slice_are_written_by_the_tasks(spark, lakehouse):
+    from pyspark.errors import PythonException
+
+    lake = Lakehouse(spark, lakehouse)
+
+    def engine(name):
+        last = DeltaTable(lake.path(name)).history(1)[0]
+        return last.get("engine") or last["engineInfo"].split("/")[0]
+
+    clusters = spark.createDataFrame([("c1", ["a", "b"], 2), ("c2", ["c"], 1)],
+                                     "cluster_id string, members array<string>, size long")
+    lake.write_by_tasks("silver.dup_clusters", clusters)  # no table yet: Spark creates it
+    assert engine("silver.dup_clusters") == "Apache-Spark"
+    lake.write_by_tasks("silver.dup_clusters", clusters.where("size > 1"))
+    assert engine("silver.dup_clusters") == "codemill overwrite_files (delta-rs)"
+    assert [(r.cluster_id, r.members) for r in lake.read("silver.dup_clusters")[0].collect()] == [
+        ("c1", ["a", "b"])]
+
+    def rejects(items):
+        return spark.createDataFrame(items, SCHEMA)
+
+    lake.write("silver.rejects", rejects([("filter", "too_long", "f1")]),
+               replace_where="stage = 'filter'")
+    lake.write_by_tasks("silver.rejects", rejects([("dedup", "near_duplicate", "d0")]),
+                        slice_=("stage", "dedup"))  # a slice the table has no rows of yet
+    lake.write_by_tasks("silver.rejects", rejects([("dedup", "exact_duplicate", "d1"),
+                                                   ("dedup", "near_duplicate", "d2")]),
+                        slice_=("stage", "dedup"))
+    assert engine("silver.rejects") == "codemill overwrite_files (delta-rs)"
+    assert rows(lakehouse, "silver.rejects") == [
+        ("dedup", "exact_duplicate", "d1"), ("dedup", "near_duplicate", "d2"),
+        ("filter", "too_long", "f1")]
+    assert partitions(lakehouse, "silver.rejects") == ["stage"]
+    assert sorted(r.id for r in spark.read.format("delta").load(lake.path("silver.rejects"))
+                  .where("stage = 'dedup'").collect()) == ["d1", "d2"]
+    before = lake.version("silver.rejects")
+    with pytest.raises(PythonException, match="a row outside the slice stage = 'dedup'"):
+        lake.write_by_tasks("silver.rejects", rejects([("filter", "x", "f9")]),
+                            slice_=("stage", "dedup"))
+    assert lake.version("silver.rejects") == before
+    lake.write_by_tasks("silver.rejects", rejects([]), slice_=("stage", "dedup"))  # emptied
+    assert rows(lakehouse, "silver.rejects") == [("filter", "too_long", "f1")]
