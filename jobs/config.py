@@ -123,11 +123,13 @@ class DedupSettings(_Strict):
     own Parquet files with pyarrow, in the Python tasks, when the table allows it (local files, no
     deletion vectors, no column mapping, no partitions: ``jobs.lakehouse.local_parquet_files``),
     instead of through Spark's scan; the same rows either way. False: always Spark's scan.
-    direct_writes: with direct reads, the same Python tasks also write silver.unique_files'
-    Parquet files, and the driver commits them as the table's new version with delta-rs, when
-    the table allows it (it exists, on local files, with Delta's plain protocol and the stage's
-    columns: ``Lakehouse.local_table``) and no id was ingested twice; the same rows either way.
-    False: always Spark's Delta write.
+    direct_writes: Python tasks write the stage's tables as Parquet files, and the driver commits
+    them as each table's next version with delta-rs, when the table allows it (it exists, on
+    local files, with Delta's plain protocol and the stage's columns: ``Lakehouse.local_table``):
+    silver.unique_files from silver.files' own files (with direct reads, when no id was ingested
+    twice), silver.dup_clusters and dedup's slice of silver.rejects (without ``rejects_text``)
+    from Spark's rows (``Lakehouse.write_by_tasks``). The same rows either way. False: always
+    Spark's Delta writes.
     rejects_text: copy each dropped file's text into its silver.rejects row. Off by default: the
     row names the file (id, repo, path) and its cluster, and the text stays in silver.files at
     the version the ledger row pins (``input_versions``), so a join gives it back (README).
