@@ -673,13 +673,10 @@ def _write_unique_files(decisions: DataFrame, tasks: list[list[str]], files_sche
     keep = decisions.where(F.col("_outcome") == KEPT).select("id", "content_hash").toArrow()
     shared = spark.sparkContext.broadcast(keep)
     schema = to_arrow_schema(kept.schema)
-    index: dict[str, int] = {}
 
     def transform(batch: pa.RecordBatch) -> pa.RecordBatch:
         kept_ids = shared.value
-        if not index and kept_ids.num_rows:
-            index.update((k, i) for i, k in enumerate(kept_ids.column("id").to_pylist()))
-        found = pa.array([index.get(k) for k in batch.column("id").to_pylist()], pa.int64())
+        found = pc.index_in(batch.column("id"), value_set=kept_ids.column("id"))
         rows = pc.indices_nonzero(found.is_valid())
         hashes = kept_ids.column("content_hash").take(found.take(rows))
         picked = batch.take(rows)
