@@ -3,8 +3,8 @@
 What runs is the training path of ``training/train.py`` — ``build_model`` (a Qwen2-architecture
 model from config, no weights), PEFT LoRA with the 32B recipe's r/alpha/targets, DeepSpeed ZeRO-3
 from ``conf/deepspeed/zero3.json`` with the recipe's ``deepspeed_config``, bf16, gradient
-checkpointing, ``weighted_loss`` — on packed rows of random token ids (throughput does not depend
-on the tokens): each row of ``seq`` tokens holds several samples whose position ids restart at 0,
+checkpointing, ``training.model.WeightedLM``'s chunked weighted loss — on packed rows of random
+token ids (throughput does not depend on the tokens): each row of ``seq`` tokens holds several samples whose position ids restart at 0,
 as ``training.data`` packs them. Default model: Qwen2.5-Coder-1.5B's shapes (28 layers, hidden
 1536, intermediate 8960, 12 query / 2 key-value heads, vocab 151936, tied embeddings; its
 config.json), seq 4096, micro-batch 1.
@@ -19,8 +19,9 @@ lm_head, V·h; embeddings lookups are free): 2 FLOPs per weight forward, 2 backw
 activation gradient, none for a frozen weight's own gradient. N_lora = LoRA's A and B: 2 + 2 + 2
 (forward, activation gradient, weight gradient) — the 6N rule for the trainable part. Attention
 scores: per layer a causal sample of length l costs 2·h·l² forward (QKᵀ and AV over the lower
-triangle) and twice that backward. With ``flash_attention_2`` the samples of a packed row attend
-only within themselves (l = each sample's length); with sdpa the whole row attends (l = seq).
+triangle) and twice that backward. The samples of a packed row attend only within themselves
+(l = each sample's length) with ``flash_attention_2`` and with sdpa's block mask alike; sdpa
+computes the masked-out blocks all the same, which MFU does not count as useful work.
 MFU = F / step time / the GPU's dense bf16 peak (H100 SXM and H200: 989 TFLOPS; H100 NVL: 835;
 H100 PCIe: 756; A100: 312 — the vendors' data sheets; ``--peak-tflops`` for others).
 
@@ -94,6 +95,17 @@ def _single_rank_env() -> None:
         os.environ.setdefault(key, value)
 
 
+def _saved_and_reloadable(recipe, folder: Path):
+    """Save the recipe's from-config model to ``folder`` and return the recipe pointed at it
+    with ``from_config: false`` (the trainer's own ``build_model`` loads it back)."""
+    from training.model import build_model
+
+    if not (folder / "config.json").exists():
+        build_model(recipe, recipe.model.vocab_size).save_pretrained(str(folder))
+    return recipe.model_copy(update={"model": recipe.model.model_copy(
+        update={"name": str(folder), "from_config": False})})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", default=str(ROOT / "conf/train/qwen2.5-coder-32b-lora.yaml"),
@@ -106,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true",
                     help="tiny-cpu recipe's model, seq 128, 2 steps: checks the bench on CPU")
     ap.add_argument("--out", help="default: bench/results/train_gpu.json (smoke: _smoke.json)")
+    ap.add_argument("--from-pretrained", metavar="DIR",
+                    help="save the model built from config to DIR (save_pretrained, "
+                         "safetensors) and train it loaded back with from_pretrained under "
+                         "ZeRO-3's sharded load, as the 32B recipe loads its weights")
     args = ap.parse_args(argv)
     args.out = args.out or str(ROOT / "bench/results" / (
         "train_gpu_smoke.json" if args.smoke else "train_gpu.json"))
@@ -114,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from training.plan import plan
     from training.recipe import load_recipe, plan_input
-    from training.train import build_model, deepspeed_config, lora, weighted_loss
+    from training.model import WeightedLM, build_model, lora
+    from training.train import deepspeed_config
 
     cuda = torch.cuda.is_available() and not args.smoke
     if not cuda:
@@ -144,16 +161,21 @@ def main(argv: list[str] | None = None) -> int:
     _single_rank_env()
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
 
-    model = build_model(recipe, recipe.model.vocab_size)
+    ds_config = deepspeed_config(recipe, 1)
+    if args.from_pretrained:
+        recipe = _saved_and_reloadable(recipe, Path(args.from_pretrained))
+    model = build_model(recipe, recipe.model.vocab_size, ds_config=ds_config, cuda=cuda)
+    attn = model.config._attn_implementation
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model = lora(model, recipe)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=recipe.train.lr)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                      config=deepspeed_config(recipe, 1),
+    engine, *_ = deepspeed.initialize(model=WeightedLM(model, recipe.train.loss_chunk_tokens),
+                                      optimizer=optimizer, config=ds_config,
                                       model_parameters=trainable)
+    engine.train()
     device = engine.device
     rng = random.Random(0)
     lengths = [packed_lengths(seq, rng) for _ in range(steps + 2)]
@@ -171,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()
-        logits = engine(input_ids=ids, position_ids=positions).logits
-        loss, _ = weighted_loss(logits, ids, torch.ones_like(ids, dtype=torch.float32))
+        total, n, _ = engine(ids, positions, ids, torch.ones_like(ids, dtype=torch.float32))
+        loss = total / n
         engine.backward(loss)
         engine.step()
         if cuda:
@@ -184,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     arch = plan_input(recipe).arch
     lora_params = sum(p.numel() for p in trainable)
     measured = lengths[2:]
-    attended = measured if attn == "flash_attention_2" else [[seq] for _ in measured]
+    attended = measured  # sdpa's block mask and flash-attention's varlen path alike
     flops = [step_flops(arch, lora_params, seq, row) for row in attended]
     seconds = sum(times)
     name = torch.cuda.get_device_name() if cuda else "cpu"
@@ -194,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         update={"gpu_memory_gb": gpu_gb})})))
     result = {
         "device": name, "attn": attn, "seq": seq, "steps": len(times),
+        "loaded": "from_pretrained" if args.from_pretrained else "from_config",
         "model": {k: getattr(recipe.model, k) for k in QWEN_1_5B},
         "params_total": arch.total_params(), "params_lora": lora_params,
         "samples_per_row_mean": round(sum(len(r) for r in measured) / len(measured), 2),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,8 @@ class ModelSpec(_Strict):
     num_key_value_heads: int = Field(ge=1)
     vocab_size: int = Field(ge=16)
     tie_word_embeddings: bool = False
-    # flash_attention_2 keeps packed conversations apart (it reads the restarting position ids);
-    # sdpa/eager (None: transformers' default) let a packed row attend across conversations
+    # None: sdpa. flash_attention_2 needs the flash-attn package on a CUDA device (else sdpa,
+    # with a warning). Both keep packed conversations apart: training.model explains how.
     attn_implementation: Literal["flash_attention_2", "sdpa", "eager"] | None = None
 
 
@@ -78,6 +78,9 @@ class TrainSpec(_Strict):
     output_dir: str = "runs/lora"
     seed: int = 0
     dist_timeout_min: int = Field(60, ge=1)  # NCCL/gloo collective timeout
+    keep_checkpoints: int = Field(2, ge=1)  # complete checkpoints kept; older ones are removed
+    # tokens whose logits exist at once in the loss (training.model.WeightedLM)
+    loss_chunk_tokens: int = Field(2048, ge=16)
 
     def deepspeed_config(self) -> dict[str, Any]:
         path = Path(self.deepspeed)
@@ -108,6 +111,16 @@ class Recipe(_Strict):
     train: TrainSpec = TrainSpec()
     mlflow: MlflowSpec = MlflowSpec()
 
+    @model_validator(mode="after")
+    def _varlen_needs_micro_batch_1(self) -> Recipe:
+        # transformers takes flash-attention's variable-length path for packed rows only when
+        # the batch holds one row; with more, conversations in a row would attend to each other
+        if (self.model.attn_implementation == "flash_attention_2" and self.data.packing
+                and self.train.micro_batch_size != 1):
+            raise ValueError("train.micro_batch_size: must be 1 with packing and "
+                             "model.attn_implementation=flash_attention_2")
+        return self
+
 
 def _override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
@@ -133,7 +146,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
+                 else e["msg"].removeprefix("Value error, ") for e in exc.errors()]
         raise RecipeError(f"{path}: invalid recipe:\n  " + "\n  ".join(lines)) from None
     recipe.train.zero_stage()  # the DeepSpeed config must exist
     return recipe

@@ -37,6 +37,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -72,63 +73,294 @@ def deepspeed_config(recipe: Recipe, world: int) -> dict[str, Any]:
     return cfg
 
 
-def build_model(recipe: Recipe, vocab: int):
+def resolve_run(ckpt_dir: Path, recipe: Recipe, rank: int) -> tuple[str | None, dict, int]:
+    """(checkpoint tag to resume, its manifest, the gold.sft version to train on), decided by
+    rank 0 and broadcast, so every rank reads the same data even if the table moves meanwhile.
+
+    A resumed run trains on the version its checkpoint recorded, never on a newer "latest"; an
+    explicit ``data.version`` that differs from it is refused."""
     import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
 
-    m = recipe.model
-    dtype = torch.bfloat16 if recipe.train.bf16 else torch.float32
-    if m.from_config:
-        if m.vocab_size < vocab:
-            raise SystemExit(f"model.vocab_size {m.vocab_size} < tokenizer vocabulary {vocab}")
-        torch.manual_seed(recipe.train.seed)  # every rank builds the same initial weights
-        config = Qwen2Config(
-            vocab_size=m.vocab_size, hidden_size=m.hidden_size,
-            intermediate_size=m.intermediate_size, num_hidden_layers=m.num_layers,
-            num_attention_heads=m.num_attention_heads, num_key_value_heads=m.num_key_value_heads,
-            tie_word_embeddings=m.tie_word_embeddings, max_position_embeddings=max(
-                4096, recipe.data.max_length))
-        return AutoModelForCausalLM.from_config(config, torch_dtype=dtype,
-                                                attn_implementation=m.attn_implementation)
-    return AutoModelForCausalLM.from_pretrained(m.name, torch_dtype=dtype,
-                                                attn_implementation=m.attn_implementation)
-
-
-def lora(model, recipe: Recipe):
-    from peft import LoraConfig, get_peft_model
-
-    spec = recipe.lora
-    return get_peft_model(model, LoraConfig(
-        r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-        target_modules=list(spec.target_modules), task_type="CAUSAL_LM"))
+    decided: list[Any] = [None, {}, None, None]
+    if rank == 0:
+        try:
+            tag = latest_checkpoint(ckpt_dir)
+            manifest = read_manifest(ckpt_dir, tag) if tag else {}
+            version = manifest.get("data_version", recipe.data.version)
+            if tag and recipe.data.version is not None and recipe.data.version != version:
+                raise SystemExit(f"data.version={recipe.data.version}, but {ckpt_dir / tag} was "
+                                 f"trained on version {version}: resume with the same version or "
+                                 "a new train.output_dir")
+            if version is None:
+                version = table_version(recipe.data.lakehouse, recipe.data.table)
+            decided = [tag, manifest, version, None]
+        except BaseException as exc:  # noqa: BLE001 - every rank must leave the broadcast
+            decided = [None, {}, None, f"{type(exc).__name__}: {exc}"]
+    torch.distributed.broadcast_object_list(decided, src=0)
+    if decided[3]:
+        raise SystemExit(f"rank {rank}: rank 0 could not resolve the run: {decided[3]}")
+    return decided[0], decided[1], decided[2]
 
 
-def weighted_loss(logits, labels, weights):
-    """Σ wₜ·CE(logitsₜ₋₁, labelₜ) / #label tokens (training.data's definition)."""
-    import torch.nn.functional as F
+def table_version(lakehouse: str, table: str) -> int:
+    from deltalake import DeltaTable
 
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
-    shift_w = weights[:, 1:]
-    ce = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                         shift_labels.reshape(-1), ignore_index=-100, reduction="none")
-    mask = (shift_labels.reshape(-1) != -100).float()
-    n = mask.sum().clamp(min=1.0)
-    return (ce * shift_w.reshape(-1) * mask).sum() / n, n
+    layer, _, name = table.partition(".")
+    return DeltaTable(str(Path(lakehouse) / layer / name)).version()
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+# DeepSpeed writes one set of files per rank and, by default, rank 0 writes ``latest`` without
+# waiting for the others. Here ``latest`` names a tag only after every rank's files are on disk
+# (a barrier), with a manifest of those files, and is replaced atomically: a kill at any moment
+# leaves it pointing at a complete checkpoint.
+
+MANIFEST = "codemill.json"
 
 
 def latest_checkpoint(ckpt_dir: Path) -> str | None:
     latest = ckpt_dir / "latest"
-    return latest.read_text().strip() if latest.exists() else None
+    tag = latest.read_text().strip() if latest.exists() else None
+    return tag if tag and (ckpt_dir / tag / MANIFEST).exists() else None
+
+
+def read_manifest(ckpt_dir: Path, tag: str) -> dict[str, Any]:
+    return json.loads((ckpt_dir / tag / MANIFEST).read_text())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(engine, ckpt_dir: Path, step: int, state: dict[str, Any], rank: int,
+                    keep: int) -> str:
+    """Every rank's LoRA + optimizer shards (no frozen weight), then the manifest and ``latest``
+    on rank 0, then the oldest complete checkpoints beyond ``keep`` and any incomplete ones
+    removed."""
+    import shutil
+
+    import torch
+
+    tag = f"step{step}"
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state, save_latest=False,
+                           exclude_frozen_parameters=True)
+    torch.distributed.barrier()  # every rank's files are written
+    if rank == 0:
+        folder = ckpt_dir / tag
+        files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+        _write_atomic(folder / MANIFEST, json.dumps({**state, "tag": tag, "files": files},
+                                                    indent=1) + "\n")
+        _write_atomic(ckpt_dir / "latest", tag)
+        tags = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step")),
+                      key=lambda p: int(p.name.removeprefix("step") or -1))
+        complete = [p for p in tags if (p / MANIFEST).exists()]
+        for old in [p for p in tags if p not in complete] + complete[:-keep]:
+            if old.name != tag:
+                shutil.rmtree(old, ignore_errors=True)
+    torch.distributed.barrier()
+    return tag
+
+
+# --- the data each rank reads ------------------------------------------------------------------
+
+@dataclass
+class Schedule:
+    """Which packed rows each rank reads at each micro-step: rank r takes every world-th row
+    starting at r, micro-batches of ``micro`` rows in order, epochs repeating that order."""
+
+    sequences: int
+    world: int
+    micro: int
+    grad_accum: int
+
+    @property
+    def micro_per_epoch(self) -> int:
+        return max(self.sequences // self.world // self.micro, 1)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(self.micro_per_epoch // self.grad_accum, 1)
+
+    def rows(self, micro_step: int, rank: int) -> list[int]:
+        i = micro_step % self.micro_per_epoch
+        per_rank = self.sequences // self.world
+        order = list(range(rank, per_rank * self.world, self.world)) or [rank % self.sequences]
+        return order[i * self.micro:(i + 1) * self.micro]
+
+    def step_rows(self, step: int) -> list[int]:
+        """Every row any rank reads in optimizer step ``step`` (with repeats)."""
+        return [r for m in range(step * self.grad_accum, (step + 1) * self.grad_accum)
+                for rank in range(self.world) for r in self.rows(m, rank)]
+
+
+def label_tokens(labels, rows: list[int]) -> int:
+    """Tokens that carry a loss in ``rows`` (shifted labels ≠ −100): the step's denominator."""
+    from training.data import IGNORE
+
+    return int(sum((labels[r, 1:] != IGNORE).sum() for r in rows))
+
+
+@dataclass
+class Trainer:
+    """What one rank holds while it trains; built by ``setup``, advanced by ``train_step``."""
+
+    recipe: Recipe
+    engine: Any
+    scheduler: Any
+    packed: Any
+    schedule: Schedule
+    rank: int
+    world: int
+    out: Path
+    data_version: int
+    cache_key: str
+    total_steps: int
+    resume_tag: str | None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+
+def setup(recipe: Recipe, cpu: bool) -> Trainer:
+    """Distributed init, the pinned data, the model sharded at load, LoRA, the DeepSpeed engine
+    in train mode, and the checkpoint to resume (its LoRA and optimizer state loaded)."""
+    import deepspeed
+    import torch
+
+    from training.data import cache_key, prepare
+    from training.model import WeightedLM, build_model, lora
+    from udfs.chatml import load_tokenizer
+
+    t = recipe.train
+    deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl",
+                               timeout=timedelta(minutes=t.dist_timeout_min))
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    out = Path(t.output_dir)
+    out = out if out.is_absolute() else Path.cwd() / out
+    out.mkdir(parents=True, exist_ok=True)
+    tag, manifest, version = resolve_run(out / "checkpoints", recipe, rank)
+
+    tok = load_tokenizer(recipe.data.tokenizer)
+    key = cache_key(recipe.data.lakehouse + "/" + recipe.data.table, version,
+                    recipe.data.tokenizer, recipe.data.max_length, "train")
+    if manifest and manifest.get("cache_key") not in (None, key):
+        raise SystemExit(f"{out / 'checkpoints' / tag} was trained on token cache "
+                         f"{manifest['cache_key']}, this recipe gives {key} (tokenizer or "
+                         "data.max_length changed): use a new train.output_dir")
+    packed, version, _ = prepare(recipe.data.lakehouse, recipe.data.table, version, tok,
+                                 recipe.data.tokenizer, recipe.data.max_length,
+                                 out / "data-cache", rank=rank)
+    torch.distributed.barrier()
+
+    ds_config = deepspeed_config(recipe, world)
+    model = build_model(recipe, len(tok), ds_config=ds_config, cuda=not cpu)
+    report = {"rank": rank, "world": world, **load_report(model)}
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    torch.manual_seed(t.seed)  # the same LoRA initialization on every rank and every run
+    model = lora(model, recipe)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    report["attn_implementation"] = model.get_base_model().config._attn_implementation
+
+    schedule = Schedule(packed.input_ids.shape[0], world, t.micro_batch_size, t.grad_accum)
+    total_steps = t.max_steps or max(math.ceil(t.epochs * schedule.steps_per_epoch), 1)
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = get_scheduler(t.scheduler, optimizer,
+                              num_warmup_steps=int(t.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=WeightedLM(model, t.loss_chunk_tokens), optimizer=optimizer,
+        lr_scheduler=scheduler, config=ds_config, model_parameters=trainable)
+    engine.train()  # from_pretrained returns eval mode: no checkpointing, no dropout
+    if tag is not None:
+        engine.load_checkpoint(str(out / "checkpoints"), tag=tag, load_module_strict=False)
+    report["lora_trainable_params"] = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel()
+                                          for p in trainable)
+    return Trainer(recipe, engine, scheduler, packed, schedule, rank, world, out, version, key,
+                   total_steps, tag, report)
+
+
+def load_report(model) -> dict[str, Any]:
+    """How the base model sits on this rank right after loading: under ZeRO-3 each parameter
+    holds only its shard (``ds_tensor``) and an empty ``data``."""
+    full = local = 0
+    partitioned = True
+    for p in model.parameters():
+        if hasattr(p, "ds_numel"):
+            full += p.ds_numel
+            local += p.ds_tensor.numel()
+            partitioned &= p.numel() == 0
+        else:
+            full += p.numel()
+            local += p.numel()
+            partitioned = False
+    return {"params_total": full, "params_on_rank": local, "partitioned_at_load": partitioned}
+
+
+def train_step(tr: Trainer, step: int, before_update=None) -> dict[str, float]:
+    """One optimizer step (``grad_accum`` micro-batches on every rank).
+
+    The loss is the step's global weighted token mean, Σ wₜ·ℓₜ over every label token of every
+    micro-batch on every rank, divided by the number of those tokens (computed from the packed
+    rows, which every rank holds, so no collective is needed). DeepSpeed divides each
+    micro-batch's loss by ``grad_accum`` and averages gradients over ranks, so each micro-batch's
+    sum is scaled by grad_accum · world / N: the result does not depend on how the step's rows are
+    spread over ranks and micro-batches, nor on how many labels share a micro-batch (the
+    gradient-accumulation normalization transformers fixed in 4.46). ``before_update`` is called
+    before the last micro-batch's ``engine.step()``, with the gradients complete.
+    """
+    import torch
+
+    t, p, engine = tr.recipe.train, tr.packed, tr.engine
+    n_global = label_tokens(p.labels, tr.schedule.step_rows(step))
+    scale = t.grad_accum * tr.world / max(n_global, 1)
+    device = engine.device
+    loss_sum, tokens = 0.0, 0
+    for m in range(step * t.grad_accum, (step + 1) * t.grad_accum):
+        rows = tr.schedule.rows(m, tr.rank)
+
+        def tensor(a, dtype=torch.long, rows=rows):
+            return torch.as_tensor(a[rows], dtype=dtype, device=device)
+
+        total, _, cached = engine(tensor(p.input_ids), tensor(p.position_ids), tensor(p.labels),
+                                 tensor(p.token_weights, torch.float32))
+        tr.report.setdefault("kv_cache_built", bool(cached))
+        engine.backward(total * scale)
+        if before_update is not None and m == (step + 1) * t.grad_accum - 1:
+            before_update(tr)
+        engine.step()
+        loss_sum += float(total.detach())
+        tokens += sum(sum(p.seq_lens[r]) for r in rows)
+    sums = torch.tensor([loss_sum, float(tokens)], dtype=torch.float64)
+    torch.distributed.all_reduce(sums)
+    return {"loss": sums[0].item() / max(n_global, 1), "label_tokens": n_global,
+            "tokens": int(sums[1].item())}
+
+
+def count_layer_calls(tr: Trainer):
+    """A forward pre-hook on the first decoder layer's MLP: with gradient checkpointing it runs
+    twice per micro-batch (forward, then recomputed in backward). Not a hook on the layer itself:
+    transformers checkpoints the layer's ``forward``, so its hooks stay outside the recompute;
+    not a post-hook: the recompute stops early, once the tensors backward needs exist."""
+    layers = tr.engine.module.model.get_base_model().model.layers
+    calls = [0]
+    handle = layers[0].mlp.register_forward_pre_hook(
+        lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls, handle.remove
 
 
 def main(argv: list[str] | None = None) -> int:
-    import deepspeed
-    import numpy as np
     import torch
-
-    from training.data import prepare
-    from udfs.chatml import load_tokenizer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", required=True)
@@ -138,48 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     t = recipe.train
     cpu = os.environ.get("DS_ACCELERATOR") == "cpu" or not torch.cuda.is_available()
-    deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl",
-                               timeout=timedelta(minutes=t.dist_timeout_min))
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    out = Path(t.output_dir)
-    out = out if out.is_absolute() else Path.cwd() / out
-    out.mkdir(parents=True, exist_ok=True)
-
-    tok = load_tokenizer(recipe.data.tokenizer)
-    packed, version, cache = prepare(recipe.data.lakehouse, recipe.data.table, recipe.data.version,
-                                     tok, recipe.data.tokenizer, recipe.data.max_length,
-                                     out / "data-cache", rank=rank)
-    torch.distributed.barrier()
-
-    model = build_model(recipe, len(tok))
-    if t.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model = lora(model, recipe)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    # each rank takes every world-th sequence; all ranks run the same number of micro-steps
-    n_seq = packed.input_ids.shape[0]
-    per_rank = n_seq // world
-    micro_per_epoch = max(per_rank // t.micro_batch_size, 1)
-    steps_per_epoch = max(micro_per_epoch // t.grad_accum, 1)
-    total_steps = t.max_steps or max(math.ceil(t.epochs * steps_per_epoch), 1)
-    warmup = int(t.warmup_ratio * total_steps)
-
-    from transformers import get_scheduler
-
-    optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=warmup,
-                              num_training_steps=total_steps)
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler,
-        config=deepspeed_config(recipe, world), model_parameters=trainable)
-
-    ckpt_dir = out / "checkpoints"
+    tr = setup(recipe, cpu)
+    rank, out = tr.rank, tr.out
     step, run_id = 0, None
-    if latest_checkpoint(ckpt_dir) is not None:
-        _, client = engine.load_checkpoint(str(ckpt_dir))
-        step, run_id = int(client["step"]), client.get("mlflow_run_id")
+    if tr.resume_tag is not None:
+        manifest = read_manifest(tr.ckpt_dir, tr.resume_tag)
+        step, run_id = int(manifest["step"]), manifest.get("mlflow_run_id")
 
     import mlflow
 
@@ -194,62 +390,58 @@ def main(argv: list[str] | None = None) -> int:
         run_id = run.info.run_id
         if step == 0:
             mlflow.log_params(flatten(recipe.model_dump(mode="json")))
-            mlflow.log_params({"data.version_read": version, "data.cache": str(cache),
-                               "world_size": world, "total_steps": total_steps,
-                               "lora.trainable_params": sum(p.numel() for p in trainable)})
-            _log_dataset(recipe, version, n_seq)
+            mlflow.log_params({"data.version_read": tr.data_version, "data.cache_key": tr.cache_key,
+                               "world_size": tr.world, "total_steps": tr.total_steps,
+                               "lora.trainable_params": tr.report["lora_trainable_params"],
+                               "attn_implementation": tr.report["attn_implementation"]})
+            _log_dataset(recipe, tr.data_version, tr.schedule.sequences)
     run_ids = [run_id]
     torch.distributed.broadcast_object_list(run_ids, src=0)
     run_id = run_ids[0]
 
-    device = engine.device
-    order = np.arange(rank, per_rank * world, world)
-    micro = step * t.grad_accum  # data position: micro-batches already consumed
-    tokens, started = 0, time.perf_counter()
-    while step < total_steps:
-        i = micro % micro_per_epoch
-        rows = order[i * t.micro_batch_size:(i + 1) * t.micro_batch_size]
-
-        def tensor(a, dtype=torch.long, rows=rows):
-            return torch.as_tensor(a[rows], dtype=dtype, device=device)
-
-        ids, labels = tensor(packed.input_ids), tensor(packed.labels)
-        logits = engine(input_ids=ids, position_ids=tensor(packed.position_ids)).logits
-        loss, n = weighted_loss(logits, labels, tensor(packed.token_weights, torch.float32))
-        engine.backward(loss)
-        engine.step()
-        micro += 1
-        tokens += int(n.item())
-        if micro % t.grad_accum:
-            continue
+    started, tokens = time.perf_counter(), 0
+    while step < tr.total_steps:
+        first = not tr.report.get("checked")
+        calls, remove = count_layer_calls(tr) if first else (None, None)
+        metrics = train_step(tr, step)
         step += 1
-        losses = torch.tensor([loss.item()], device=device)
-        torch.distributed.all_reduce(losses)
+        tokens += metrics["tokens"]
+        if first:
+            remove()
+            base = tr.engine.module.model.get_base_model()
+            tr.report.update(checked=True, training=base.training,
+                             first_layer_calls_per_micro_batch=calls[0] / t.grad_accum)
+            (out / "preflight").mkdir(exist_ok=True)
+            _write_atomic(out / "preflight" / f"rank{rank}.json", json.dumps(tr.report) + "\n")
         if rank == 0:
-            elapsed = time.perf_counter() - started
-            norm = engine.get_global_grad_norm()
-            mlflow.log_metrics({"loss": losses.item() / world, "lr": scheduler.get_last_lr()[0],
+            norm = tr.engine.get_global_grad_norm()
+            mlflow.log_metrics({"loss": metrics["loss"], "lr": tr.scheduler.get_last_lr()[0],
                                 "grad_norm": float(norm) if norm is not None else 0.0,
-                                "tokens_per_second": tokens * world / max(elapsed, 1e-9)},
-                               step=step)
-        if step % t.save_steps == 0 or step == total_steps:
-            engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}",
-                                   client_state={"step": step, "mlflow_run_id": run_id})
+                                "tokens_per_second": tokens / max(time.perf_counter() - started,
+                                                                  1e-9)}, step=step)
+        if step % t.save_steps == 0 or step == tr.total_steps:
+            save_checkpoint(tr.engine, tr.ckpt_dir, step,
+                            {"step": step, "mlflow_run_id": run_id,
+                             "data_version": tr.data_version, "cache_key": tr.cache_key},
+                            rank, t.keep_checkpoints)
     # a fixed probe through the trained model, so a reloaded adapter can be checked against it
-    probe = torch.as_tensor(packed.input_ids[:1, :32], dtype=torch.long, device=device)
-    engine.eval()
+    device = tr.engine.device
+    probe = torch.as_tensor(tr.packed.input_ids[:1, :32], dtype=torch.long, device=device)
+    tr.engine.eval()
     with torch.no_grad():
-        probe_logits = engine(input_ids=probe).logits.float().cpu()
+        probe_logits = tr.engine.module.model(input_ids=probe, use_cache=False).logits
     if rank == 0:
-        torch.save({"input_ids": probe.cpu(), "logits": probe_logits}, out / "probe.pt")
-    save_adapter(engine, out / "adapter", rank)
+        torch.save({"input_ids": probe.cpu(), "logits": probe_logits.float().cpu()},
+                   out / "probe.pt")
+    save_adapter(tr.engine, out / "adapter", rank)
     if rank == 0:
         mlflow.log_artifacts(str(out / "adapter"), artifact_path="adapter")
+        mlflow.log_dict(tr.report, "preflight.json")
         if recipe.mlflow.registered_model:
             register_adapter(run_id, recipe.mlflow.registered_model)
         mlflow.end_run()
         (out / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "steps": step,
-                                                  "data_version": version}) + "\n")
+                                                  "data_version": tr.data_version}) + "\n")
     torch.distributed.barrier()
     return 0
 
@@ -290,6 +482,8 @@ def merge_adapter(recipe: Recipe, adapter: str | Path, target: str | Path) -> Pa
     """Fold the LoRA adapter into the base weights and save a plain HF model (for export)."""
     from peft import PeftModel
 
+    from training.model import build_model
+
     model = PeftModel.from_pretrained(build_model(recipe, 0), str(adapter))
     merged = model.merge_and_unload()
     merged.save_pretrained(str(target))
@@ -300,7 +494,7 @@ def save_adapter(engine, target: Path, rank: int) -> None:
     """Gather the LoRA weights from their ZeRO-3 shards and save the PEFT adapter on rank 0."""
     import deepspeed
 
-    model = engine.module
+    model = engine.module.model  # the PEFT model inside training.model.WeightedLM
     lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
     with deepspeed.zero.GatheredParameters(lora_params, modifier_rank=None):
         if rank == 0:
