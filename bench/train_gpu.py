@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from training.model import WeightedLM, build_model, lora
     from training.plan import plan
     from training.recipe import load_recipe, plan_input
-    from training.model import WeightedLM, build_model, lora
     from training.train import deepspeed_config
 
     cuda = torch.cuda.is_available() and not args.smoke

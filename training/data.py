@@ -63,9 +63,9 @@ _END = "<|im_end|>"
 
 def tokenize_conversation(tokenizer, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
     """(input_ids, labels) with labels only on assistant content and its end token."""
-    from udfs.chatml import clean_messages
+    from udfs.chatml import template_messages
 
-    text = tokenizer.apply_chat_template(clean_messages(messages), tokenize=False)
+    text = tokenizer.apply_chat_template(template_messages(messages), tokenize=False)
     spans = []
     for m in _ASSISTANT.finditer(text):
         end = text.find(_END, m.end())

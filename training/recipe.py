@@ -167,4 +167,9 @@ def plan_input(recipe: Recipe):
                      micro_batch_size=t.micro_batch_size, seq_len=recipe.data.max_length,
                      gradient_checkpointing=t.gradient_checkpointing,
                      prefetch_bucket=float(ds.get("stage3_prefetch_bucket_size", 5e8)),
-                     max_live_parameters=float(ds.get("stage3_max_live_parameters", 1e9)))
+                     max_live_parameters=float(ds.get("stage3_max_live_parameters", 1e9)),
+                     persistence_threshold=float(ds.get("stage3_param_persistence_threshold",
+                                                        1e5)),
+                     reduce_bucket=float(ds.get("reduce_bucket_size", 5e8)),
+                     lora_dropout=recipe.lora.dropout, loss_chunk_tokens=t.loss_chunk_tokens,
+                     flash_attention=m.attn_implementation == "flash_attention_2")

@@ -4,7 +4,8 @@ Shared by ``jobs.build_sft`` (token lengths) and ``training/`` (tokenization, th
 
 ``CHAT_TEMPLATE`` renders messages the way Qwen2.5's own template does for this data:
 ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, assistant tool calls appended to the
-content as ``<tool_call>\\n{"name": …, "arguments": …}\\n</tool_call>``, and
+content as ``<tool_call>\\n{"name": …, "arguments": …}\\n</tool_call>`` (arguments through
+``tojson``, as Qwen2.5's template writes them), and
 ``<|im_start|>assistant\\n`` as the generation prompt. On a machine with the real tokenizer
 (``Qwen/Qwen2.5-Coder-32B-Instruct``) its own template is used instead; this one is for tokenizers
 trained here, which have none.
@@ -34,7 +35,7 @@ CHAT_TEMPLATE = (
     "{%- if message.get('tool_calls') %}"
     "{%- for call in message['tool_calls'] %}"
     "{{- '\\n<tool_call>\\n{\"name\": \"' + call['function']['name'] + '\", \"arguments\": '"
-    " + call['function']['arguments'] + '}\\n</tool_call>' }}"
+    " + (call['function']['arguments'] | tojson) + '}\\n</tool_call>' }}"
     "{%- endfor %}"
     "{%- endif %}"
     "{{- '<|im_end|>\\n' }}"
@@ -58,12 +59,41 @@ def clean_messages(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def template_messages(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as a chat template is given them: ``clean_messages`` with each tool call's
+    ``arguments`` decoded from gold.sft's JSON string into the object it encodes. Chat templates
+    (Qwen2.5's, and ``CHAT_TEMPLATE``) apply ``tojson`` to the arguments themselves; given the
+    string they would write it a second time, quoted and escaped, and the model would learn
+    double-encoded arguments."""
+    out = clean_messages(messages)
+    for m in out:
+        for call in m.get("tool_calls", ()):
+            raw = call["function"]["arguments"]
+            if isinstance(raw, str):
+                try:
+                    call["function"]["arguments"] = json.loads(raw)
+                except ValueError:
+                    pass  # not JSON: the template shows the string as it is
+    return out
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent=None, separators=None,
+            sort_keys: bool = False) -> str:
+    # transformers' chat-template filter, not Jinja's own tojson: Jinja's escapes <, >, & and '
+    # (HTML-safe) and sorts keys, which would change code inside tool-call arguments
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
 def render(messages: Iterable[dict[str, Any]]) -> str:
-    """The ChatML text of ``messages`` with ``CHAT_TEMPLATE`` (no tokenizer needed)."""
+    """The ChatML text of ``messages`` with ``CHAT_TEMPLATE`` (no tokenizer needed), the same
+    text ``apply_chat_template`` gives with it."""
     from jinja2 import Environment
 
-    return Environment().from_string(CHAT_TEMPLATE).render(
-        messages=clean_messages(messages), add_generation_prompt=False)
+    env = Environment()
+    env.filters["tojson"] = _tojson
+    return env.from_string(CHAT_TEMPLATE).render(
+        messages=template_messages(messages), add_generation_prompt=False)
 
 
 def load_tokenizer(name_or_path: str):
@@ -78,7 +108,7 @@ def load_tokenizer(name_or_path: str):
 
 def count_tokens(tokenizer, conversations: list[list[dict[str, Any]]]) -> list[int]:
     """Tokens of each conversation as the chat template renders it, in one batched encode."""
-    texts = [tokenizer.apply_chat_template(clean_messages(c), tokenize=False) for c in
+    texts = [tokenizer.apply_chat_template(template_messages(c), tokenize=False) for c in
              conversations]
     if not texts:
         return []

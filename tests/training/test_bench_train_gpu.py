@@ -56,3 +56,17 @@ def test_smoke_run_trains_and_reports(tmp_path):
     assert result["params_lora"] == 16_384 and result["mfu"] is None
     assert result["tokens_per_s"] > 0 and result["model_flops_per_step"] > 128 * 4 * 139_264
     assert result["planner_gib"]["fixed"] == 2.5
+
+
+def test_smoke_run_through_from_pretrained(tmp_path):
+    """--from-pretrained: the bench saves its model and trains it loaded back through the
+    trainer's build_model (from_pretrained under ZeRO-3's sharded load)."""
+    out, saved = tmp_path / "smoke.json", tmp_path / "saved"
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(ROOT / "bench/train_gpu.py"), "--smoke",
+                           "--from-pretrained", str(saved), "--out", str(out)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["loaded"] == "from_pretrained" and result["steps"] == 2
+    assert (saved / "config.json").exists() and (saved / "model.safetensors").exists()

@@ -49,6 +49,45 @@ def test_tool_calls_are_learned_too(tok):
     assert '"name": "write_file"' in learned and learned.endswith("</tool_call><|im_end|>")
 
 
+# the assistant/tool-call part of Qwen2.5's chat template (tokenizer_config.json of
+# Qwen2.5-Coder-*-Instruct): it applies tojson to the arguments itself
+QWEN_STYLE_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' %}"
+    "{{- '<|im_start|>' + message.role }}"
+    "{%- if message.content %}{{- '\\n' + message.content }}{%- endif %}"
+    "{%- for tool_call in message.tool_calls %}"
+    "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}"
+    "{{- '\\n<tool_call>\\n{\"name\": \"' }}{{- tool_call.name }}{{- '\", \"arguments\": ' }}"
+    "{{- tool_call.arguments | tojson }}{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}")
+
+
+def test_tool_call_arguments_are_encoded_once_by_a_tojson_template(tok):
+    calls = [{"id": "c1", "type": "function", "function": {
+        "name": "write_file", "arguments": '{"path": "t.py", "content": "assert f(1) < 2\\n"}'}}]
+    messages = conv("Test it.", "Writing the test.", calls)
+    expected = '"arguments": {"path": "t.py", "content": "assert f(1) < 2\\n"}}'
+    from udfs.chatml import CHAT_TEMPLATE, render
+
+    for template in (QWEN_STYLE_TEMPLATE, CHAT_TEMPLATE):
+        tok.chat_template = template
+        try:
+            ids, labels = tokenize_conversation(tok, messages)
+        finally:
+            tok.chat_template = CHAT_TEMPLATE
+        text = tok.decode(ids)
+        assert text.count(expected) == 1, text
+        assert '\\"path\\"' not in text  # not a JSON string holding JSON
+        learned = tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE])
+        assert expected in learned
+    assert render(messages).count(expected) == 1
+
+
 def test_packing_keeps_conversations_apart():
     a = ([1, 2, 3, 4], [IGNORE, IGNORE, 3, 4], 2.0)
     b = ([5, 6, 7], [IGNORE, 6, 7], 0.5)

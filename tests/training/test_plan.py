@@ -24,16 +24,49 @@ def test_32b_on_8_a100_by_hand():
     total = 64 * layer + 2 * 152_064 * 5_120 + 5_120  # untied embeddings + final norm
     assert p.total_params == total == 32_763_876_352
     # LoRA r=16 on the 7 projections: 16·(in + out) summed = 16·131,072 per layer
-    assert p.lora_params == 64 * 16 * (10_240 + 2 * 6_144 + 10_240 + 3 * 32_768) == 134_217_728
+    lora = 64 * 16 * (10_240 + 2 * 6_144 + 10_240 + 3 * 32_768)
+    assert p.lora_params == lora == 134_217_728
     assert p.gpus == 8
-    assert p.frozen_weights == 2 * total // 8 == 8_190_969_088
-    assert p.zero3_gathered == 2 * (layer + 500_000_000)
-    assert p.lora_state == 16 * 134_217_728 // 8
-    assert p.activations == 64 * 8192 * 5120 * 2 + 8192 * 2 * (4 * 5120 + 2 * 1024 + 3 * 27648)
-    assert p.logits == 8192 * 152_064 * 6
-    assert p.total == (8_190_969_088 + 1_975_210_496 + 268_435_456 + 7_096_762_368
-                       + 7_474_249_728 + FIXED_BYTES) == 27_689_981_696
+    # ZeRO-3 keeps tensors under conf/deepspeed/zero3.json's persistence threshold (1e6 elements)
+    # whole on every GPU: per layer the biases (5120 + 1024 + 1024) and norms (2·5120), and the
+    # final norm; everything else is sharded over 8
+    whole = 64 * 17_408 + 5_120
+    assert p.frozen_weights == 2 * whole + 2 * (total - whole) // 8 == 8_192_927_744
+    # the largest gathered module is lm_head / the embedding (152,064·5,120 = 778.6 M), plus the
+    # 5e8 prefetch bucket, capped by stage3_max_live_parameters = 1e9 elements, in bf16
+    assert p.zero3_gathered == 2 * 1_000_000_000
+    # bf16 LoRA weights whole (each matrix is under the threshold), bf16 grads and the 12 B of
+    # fp32 master + Adam moments sharded over 8
+    assert p.lora_state == 2 * lora + 2 * lora // 8 + 12 * lora // 8 == 503_316_480
+    assert p.reduce_bucket == 2 * lora  # 5e8 elements, but only 134 M are trainable
+    # checkpointed layer inputs 64·8192·5120·2; one layer recomputed: 2·(4·5120 + 2·1024 +
+    # 3·27648) per token; LoRA in it: 7 × 2·16 intermediates, and (dropout 0.05) 3 bytes per
+    # input element of the 7 projections: 6·5120 + 27648
+    per_token = 2 * (20_480 + 2_048 + 82_944) + 7 * 32 + 3 * (6 * 5_120 + 27_648)
+    assert per_token == 386_272
+    assert p.activations == 64 * 8192 * 5120 * 2 + 8192 * per_token == 8_533_049_344
+    assert p.attention_mask == 0  # flash_attention_2: no s × s mask
+    # loss chunks of 2048 tokens × 152,064 × 14 B, plus the final hidden states and their grad
+    assert p.logits == 2048 * 152_064 * 14 + 2 * 8192 * 5120 * 2 == 4_527_751_168
+    assert p.fixed == FIXED_BYTES == 2_684_354_560
+    assert p.total == (8_192_927_744 + 2_000_000_000 + 503_316_480 + 268_435_456
+                       + 8_533_049_344 + 4_527_751_168 + 2_684_354_560) == 26_709_834_752
     assert p.fits and p.headroom == 80 * 1024**3 - p.total
+
+
+def test_logits_are_bounded_by_the_loss_chunk():
+    base = plan(plan_input(load_recipe(RECIPE)))
+    long = plan(plan_input(load_recipe(RECIPE, ["data.max_length=32768"])))
+    # 4× the tokens: 4× the hidden states, the same chunk of logits
+    assert long.logits - base.logits == 3 * 2 * 8192 * 5120 * 2
+    # unchunked, 32,768 tokens of fp32 logits + log-softmax would be 4 × 2 × 10 GB alone
+    small = plan(plan_input(load_recipe(RECIPE, ["train.loss_chunk_tokens=512"])))
+    assert base.logits - small.logits == (2048 - 512) * 152_064 * 14
+
+
+def test_sdpa_pays_for_the_packed_block_mask():
+    sdpa = plan(plan_input(load_recipe(RECIPE, ["model.attn_implementation=sdpa"])))
+    assert sdpa.attention_mask == 8192 * 8192  # one boolean per (query, key) of the row
 
 
 def test_stage_and_length_change_the_verdict():
@@ -57,5 +90,23 @@ def test_plan_command():
     out = subprocess.run([str(Path(sys.executable).parent / "codemill"), "plan", "--recipe",
                           str(RECIPE)], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "fits: 25.8 of 80.0 GiB" in out.stdout
+    assert "fits: 24.9 of 80.0 GiB" in out.stdout
     assert "trainable (LoRA) 134.2 M" in out.stdout
+
+
+def test_plan_json_is_pure_json():
+    import json
+
+    out = subprocess.run([str(Path(sys.executable).parent / "codemill"), "plan", "--recipe",
+                          str(RECIPE), "--json"], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)  # nothing before or after it on stdout
+    assert data["total"] == 26_709_834_752 and data["fits"] is True
+    assert data["deepspeed_full_ft_gpu"] > 0  # DeepSpeed's estimator ran, silently
+
+
+def test_flash_attention_with_packing_needs_micro_batch_1():
+    with pytest.raises(RecipeError, match="train.micro_batch_size: must be 1 with packing"):
+        load_recipe(RECIPE, ["train.micro_batch_size=2"])
+    load_recipe(RECIPE, ["train.micro_batch_size=2", "model.attn_implementation=sdpa"])
