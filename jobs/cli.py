@@ -203,20 +203,35 @@ def _recipe_or_exit(recipe: str, overrides):
         raise typer.Exit(2) from None
 
 
-def _launch_commands(recipe_path: str, recipe, nodes: int, overrides) -> tuple[str, list[str]]:
+def _launch_commands(recipe_path: str, recipe, nodes: int, overrides,
+                     hostfile: str) -> tuple[str, list[str]]:
     """(hostfile text, commands) for ``nodes`` nodes of ``gpus_per_node`` GPUs."""
     import shlex
 
     gpus = recipe.train.gpus_per_node
     sets = " ".join(f"--set {shlex.quote(o)}" for o in [*(overrides or []),
                                                         f"train.num_nodes={nodes}"])
-    hostfile = "".join(f"node{i} slots={gpus}\n" for i in range(nodes))
+    text = "".join(f"node{i} slots={gpus}\n" for i in range(nodes))
     script = f"training/train.py --recipe {recipe_path} {sets}"
-    return hostfile, [
-        f"deepspeed --hostfile conf/hostfile --num_nodes {nodes} --num_gpus {gpus} {script}",
+    return text, [
+        f"deepspeed --hostfile {shlex.quote(hostfile)} --num_nodes {nodes} --num_gpus {gpus} "
+        f"{script}",
         f"torchrun --nnodes {nodes} --nproc_per_node {gpus} --rdzv_backend c10d "
         f"--rdzv_endpoint node0:29500 {script}   # on every node",
     ]
+
+
+# Exported to every rank on every node. DeepSpeed's pdsh launcher passes on only variables whose
+# names start with NCCL, MLFLOW, PYTHON, MV2 or UCX, plus the lines of a `.deepspeed_env` file in
+# the launch folder or $HOME: TORCH_NCCL_* and HF_* reach the remote ranks only through that file.
+LAUNCH_ENV = {
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # a failed collective ends the job, no silent hang
+    "NCCL_DEBUG": "WARN",
+    "NCCL_IB_DISABLE": "0",  # InfiniBand when present
+    "NCCL_SOCKET_IFNAME": "^lo,docker",
+    "HF_HUB_OFFLINE": "1",  # the base model is read from shared storage, never fetched per rank
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 @app.command()
@@ -251,17 +266,25 @@ def train(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<reci
 def launch(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<recipe>.yaml")],
            nodes: Annotated[int, typer.Option("--nodes", min=1)] = 1,
            overrides: SetOpt = None,
-           hostfile: Annotated[Optional[str], typer.Option(help="write the hostfile here")] = None,
+           hostfile: Annotated[str, typer.Option(help="the hostfile the commands use")]
+           = "conf/hostfile",
+           write: Annotated[bool, typer.Option(
+               "--write", help="write the hostfile and ./.deepspeed_env")] = False,
            ) -> None:
-    """Multi-node commands and hostfile for a recipe (NCCL settings and shared storage stated)."""
+    """Multi-node commands, hostfile and launcher environment for a recipe."""
     r = _recipe_or_exit(recipe, overrides)
-    text, commands = _launch_commands(recipe, r, nodes, overrides)
-    if hostfile:
+    text, commands = _launch_commands(recipe, r, nodes, overrides, hostfile)
+    env_text = "".join(f"{k}={v}\n" for k, v in LAUNCH_ENV.items())
+    if write:
+        Path(hostfile).parent.mkdir(parents=True, exist_ok=True)
         Path(hostfile).write_text(text)
-    print(f"# hostfile ({hostfile or 'conf/hostfile'}): one line per node, slots = GPUs\n{text}")
-    print("# on every node, before launching:")
-    print("export NCCL_TIMEOUT=1800 TORCH_NCCL_ASYNC_ERROR_HANDLING=1 NCCL_DEBUG=WARN")
-    print("export NCCL_IB_DISABLE=0 NCCL_SOCKET_IFNAME=^lo,docker   # InfiniBand when present")
+        Path(".deepspeed_env").write_text(env_text)
+    state = "written" if write else "write with --write"
+    print(f"# hostfile {hostfile} ({state}): one line per node, slots = GPUs\n{text}")
+    print(f"# ./.deepspeed_env ({state}): the deepspeed launcher exports these on every node "
+          f"(with torchrun, export them yourself)\n{env_text}")
+    print(f"# collective timeout: train.dist_timeout_min = {r.train.dist_timeout_min} min "
+          "(the recipe)")
     print(f"# {r.train.output_dir} and {r.data.lakehouse} must be on a filesystem every node "
           "mounts (checkpoints, the token cache and the adapter are shared)")
     for c in commands:
@@ -286,6 +309,12 @@ def eval_(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<reci
           limit: Annotated[Optional[int], typer.Option(help="HumanEval problems (default all)")]
           = None,
           max_new_tokens: Annotated[int, typer.Option()] = 256,
+          prompt: Annotated[str, typer.Option(
+              help="chat: through the chat template (instruction-tuned models); raw: the bare "
+                   "HumanEval prompt (base models)")] = "chat",
+          allow_unsandboxed: Annotated[bool, typer.Option(
+              "--allow-unsandboxed", help="run generated code even where neither bwrap nor "
+                                          "unshare can isolate it")] = False,
           overrides: SetOpt = None) -> None:
     """Perplexity on gold.sft's eval split and HumanEval pass@1 (code run in a sandbox)."""
     import json
@@ -295,6 +324,9 @@ def eval_(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<reci
     from training.evaluate import greedy, humaneval, load_model, perplexity
     from udfs.chatml import load_tokenizer
 
+    if prompt not in ("chat", "raw"):
+        console.print(f"[red]--prompt: chat or raw, not {prompt!r}[/red]")
+        raise typer.Exit(2)
     r = _recipe_or_exit(recipe, overrides)
     tok = load_tokenizer(r.data.tokenizer)
     model = load_model(r, adapter)
@@ -302,7 +334,8 @@ def eval_(recipe: Annotated[str, typer.Option("--recipe", help="conf/train/<reci
                                  r.data.tokenizer, r.data.max_length,
                                  Path(tempfile.mkdtemp(prefix="codemill-eval-")), split="eval")
     ppl, tokens = perplexity(model, packed)
-    he = humaneval(greedy(model, tok, max_new_tokens), limit=limit)
+    he = humaneval(greedy(model, tok, max_new_tokens, prompt=prompt), limit=limit,
+                   allow_unsandboxed=allow_unsandboxed)
     print(json.dumps({"table": r.data.table, "version": version, "eval_tokens": tokens,
                       "perplexity": ppl, "humaneval_problems": he.problems,
                       "humaneval_pass@1": he.pass_at_1}))
