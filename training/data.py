@@ -13,13 +13,13 @@ where it should stop.
 Packing: conversations are packed greedily, in table order, into sequences of at most
 ``max_length`` tokens (a conversation longer than that is cut to it, and counted). Position ids
 restart at 0 for every conversation, the first label of each is −100 (no prediction across a
-boundary), and ``seq_lens`` gives the conversation lengths, so attention implementations that take
-position ids or cumulative lengths (flash-attention varlen: ``model.attn_implementation:
-flash_attention_2``) keep conversations apart; with sdpa or eager attention (CPU, the tiny recipe)
-a packed row still attends across conversations, while positions and labels stay separate.
+boundary), and ``seq_lens`` gives the conversation lengths. Without a KV cache, transformers keeps
+the conversations of a row apart from the restarting position ids, with flash-attention's
+variable-length path and with sdpa's block mask alike (``training.model``).
 
 **Sample weights** (gold.sft's ``weight``, mean 1) are given per token to the loss: the training
-loss is the weighted mean of per-token cross-entropy over label tokens, Σ wₜ·ℓₜ / Σ [label ≠ −100].
+loss is the weighted mean of per-token cross-entropy over the label tokens of a whole optimizer
+step, Σ wₜ·ℓₜ / Σ [label ≠ −100] (``training.train.train_step``).
 
 Pre-tokenized data is cached as one ``.npz`` per (table version, tokenizer, max length, split), so
 every rank of a multi-node job reads the same file instead of tokenizing (the output folder must be

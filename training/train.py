@@ -5,7 +5,8 @@ Single node, 8 GPUs::
     deepspeed --num_gpus 8 training/train.py --recipe conf/train/qwen2.5-coder-32b-lora.yaml
 
 Multi-node (``conf/hostfile`` lists ``host slots=8`` per node; the output folder and the lakehouse
-must be on a filesystem every node mounts)::
+must be on a filesystem every node mounts; ``codemill launch --write`` writes a hostfile and the
+``.deepspeed_env`` the launcher exports to every node)::
 
     deepspeed --hostfile conf/hostfile --num_nodes 4 --num_gpus 8 \\
         training/train.py --recipe conf/train/qwen2.5-coder-32b-lora.yaml --set train.num_nodes=4
@@ -17,16 +18,23 @@ CPU, two ranks (what CI runs)::
     DS_ACCELERATOR=cpu torchrun --nproc_per_node 2 training/train.py \\
         --recipe conf/train/tiny-cpu.yaml --set data.tokenizer=tokenizers/tiny
 
-What happens: the data is read at ``data.version`` (the latest if null, then pinned), tokenized
-once by rank 0 into a cache the other ranks read (``training.data``); the base model is loaded
-(or built from config) with gradient checkpointing and wrapped with PEFT LoRA; DeepSpeed runs
-ZeRO with gradient accumulation and gradient clipping. The loss is the **weighted per-token
-loss** of ``training.data`` (gold.sft's weights). Every ``save_steps`` optimizer steps all ranks
-save a DeepSpeed checkpoint (model, optimizer, scheduler, and the data position and MLflow run id
-as client state) under ``<output_dir>/checkpoints``; a rerun with the same output folder resumes
-from the latest one automatically and continues the same MLflow run. At the end the LoRA
-adapter is gathered from the ZeRO-3 shards and saved (``<output_dir>/adapter``), logged to MLflow
-and, with ``mlflow.registered_model``, registered.
+What happens (``setup``, then ``train_step`` per optimizer step):
+
+1. Rank 0 decides the data: the checkpoint to resume and the gold.sft version it trained on, else
+   ``data.version`` or the latest; every rank gets that decision by broadcast. Rank 0 tokenizes
+   once into a cache the other ranks read (``training.data``).
+2. The base model loads sharded (``training.model.build_model``: ``HfDeepSpeedConfig`` before
+   ``from_pretrained``), with gradient checkpointing and PEFT LoRA; the DeepSpeed engine wraps
+   ``training.model.WeightedLM`` and is put in train mode.
+3. Each step's loss is the global weighted token mean of the step (``train_step``).
+4. Every ``save_steps`` steps every rank saves its LoRA and optimizer shards (no frozen weight);
+   then rank 0 writes the checkpoint's manifest (step, data version, token-cache key, MLflow run
+   id) and replaces ``latest`` atomically (``save_checkpoint``). A rerun with the same output
+   folder resumes from it and continues the same MLflow run.
+5. After the first step each rank writes ``preflight/rank<N>.json``: what it holds after the
+   sharded load, train mode, recomputation, the KV cache, the attention implementation.
+6. At the end the LoRA adapter is gathered from the ZeRO-3 shards and saved
+   (``<output_dir>/adapter``), logged to MLflow and, with ``mlflow.registered_model``, registered.
 """
 
 from __future__ import annotations
