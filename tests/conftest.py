@@ -22,6 +22,24 @@ def spark():
     session.stop()
 
 
+GENERATED = ("mlruns", "mlartifacts", "runs", "tokenizers", "lakehouse", "spark-warehouse",
+             "merged", "exports", ".deepspeed_env")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_generated_in_the_checkout():
+    """Tests write MLflow stores, runs, tokenizers and tables under tmp paths, never into the
+    checkout: a test that creates one of these there fails the suite."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    before = {name for name in GENERATED if (repo / name).exists()}
+    yield
+    created = sorted(name for name in GENERATED if (repo / name).exists())
+    created = [name for name in created if name not in before]
+    assert not created, f"tests wrote {created} into the checkout {repo}"
+
+
 @pytest.fixture
 def lakehouse(tmp_path):
     return str(tmp_path / "lakehouse")
