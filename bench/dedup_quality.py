@@ -113,7 +113,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from jobs.config import load_config
-    from jobs.pipeline import run_pipeline
+    from jobs.runner import run_pipeline
 
     table = read_silver(args.lakehouse)
     rng = random.Random(args.seed)

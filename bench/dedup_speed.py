@@ -134,7 +134,7 @@ def main() -> int:
         ap.error("--repeat and --baseline-repeat must be at least 1")
 
     from jobs.config import load_config
-    from jobs.pipeline import run_pipeline
+    from jobs.runner import run_pipeline
 
     base = read_silver(args.lakehouse)
     spark = spark_session()

@@ -106,7 +106,7 @@ def timed_pairs(rows: list[dict], gid: str, params: SplitParams, repeat: int
 def spark_stage(lakehouse: str) -> dict:
     from bench._common import spark_session
     from jobs.config import load_config
-    from jobs.pipeline import run_pipeline
+    from jobs.runner import run_pipeline
 
     spark = spark_session()
     cfg = load_config(env="local", overrides=[f"lakehouse={lakehouse}", "spark.master=local[2]"])

@@ -25,17 +25,12 @@ Delta version of gold.samples it came from.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__" and not __package__:  # spark-submit jobs/build_sft.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from jobs.config import PipelineConfig  # noqa: E402
-from jobs.pyworker import map_in_arrow  # noqa: E402
-from jobs.stage import (  # noqa: E402
+from jobs.config import PipelineConfig
+from jobs.pyworker import map_in_arrow
+from jobs.stage import (
     DROPPED,
     KEPT,
     QUARANTINED,
@@ -292,14 +287,3 @@ STAGE = Stage(
     build=build,
     description="instruction templates, augmentation, quality weights, balance, split, tokens",
 )
-
-
-def main(argv: list[str] | None = None) -> int:
-    from jobs.pipeline import stage_main
-
-    return stage_main("build_sft", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-

@@ -30,7 +30,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="base YAML (default conf/pipeline.yaml)")]
-EnvOpt = Annotated[str, typer.Option("--env", help="overlay conf/env/<env>.yaml ('' for none)")]
+EnvOpt = Annotated[str, typer.Option("--env", envvar="CODEMILL_ENV",
+                                      help="overlay conf/env/<env>.yaml ('' for none)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override: dotted.key=value")]
 LangOpt = Annotated[Optional[list[str]], typer.Option("--language", help="keep only this language (repeatable)")]
 MaxOpt = Annotated[Optional[int], typer.Option("--max-samples", help="keep at most N files")]
@@ -38,9 +39,20 @@ StarsOpt = Annotated[Optional[int], typer.Option("--min-stars", help="minimum re
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="count what each stage keeps and drops; write nothing")]
 
 
-def _config(config, env, overrides, languages=None, max_samples=None, min_stars=None) -> PipelineConfig:
-    from jobs.pipeline import curation_overrides
+def curation_overrides(languages: list[str] | None = None, max_samples: int | None = None,
+                       min_stars: int | None = None) -> list[str]:
+    """The seed's curation flags as ``--set`` overrides."""
+    out = []
+    if languages:
+        out.append(f"filter.params.languages=[{', '.join(languages)}]")
+    if max_samples is not None:
+        out.append(f"filter.max_samples={max_samples}")
+    if min_stars is not None:
+        out.append(f"filter.params.min_stars={min_stars}")
+    return out
 
+
+def _config(config, env, overrides, languages=None, max_samples=None, min_stars=None) -> PipelineConfig:
     try:
         return load_config(config, env=env or None, overrides=list(overrides or []) +
                            curation_overrides(languages, max_samples, min_stars))
@@ -50,8 +62,8 @@ def _config(config, env, overrides, languages=None, max_samples=None, min_stars=
 
 
 def _run(stages, config, env, overrides, languages, max_samples, min_stars, dry_run) -> None:
-    from jobs.pipeline import run_pipeline
     from jobs.report import print_summary
+    from jobs.runner import run_pipeline
 
     cfg = _config(config, env, overrides, languages, max_samples, min_stars)
     try:
@@ -71,7 +83,8 @@ def run(config: ConfigOpt = None, env: EnvOpt = "local", set_: SetOpt = None,
 
 
 @app.command()
-def stage(name: Annotated[str, typer.Argument(help="stage name: ingest, filter")],
+def stage(name: Annotated[str, typer.Argument(
+              help="stage name: ingest, filter, dedup, split, build_sft")],
           config: ConfigOpt = None, env: EnvOpt = "local", set_: SetOpt = None,
           language: LangOpt = None, max_samples: MaxOpt = None, min_stars: StarsOpt = None,
           dry_run: DryOpt = False) -> None:

@@ -36,19 +36,14 @@ and ``id`` in ascending order, so ties always break the same way.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__" and not __package__:  # spark-submit jobs/dedup.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from jobs.components import connected_components  # noqa: E402
-from jobs.config import DedupSettings, PipelineConfig  # noqa: E402
-from jobs.filter import SIGNALS  # noqa: E402
-from jobs.lakehouse import (  # noqa: E402
+from jobs.components import connected_components
+from jobs.config import DedupSettings, PipelineConfig
+from jobs.filtering import SIGNALS
+from jobs.lakehouse import (
     WRITTEN_SCHEMA,
     Lakehouse,
     local_parquet_files,
@@ -56,8 +51,8 @@ from jobs.lakehouse import (  # noqa: E402
     parquet_file_writer,
     parquet_tasks,
 )
-from jobs.pyworker import map_in_arrow  # noqa: E402
-from jobs.stage import (  # noqa: E402
+from jobs.pyworker import map_in_arrow
+from jobs.stage import (
     DROPPED,
     FILE_COLUMNS,
     KEPT,
@@ -67,8 +62,8 @@ from jobs.stage import (  # noqa: E402
     arrow_schema,
     local_frame,
 )
-from udfs.licenses import PERMISSIVENESS, permissiveness_rank  # noqa: E402
-from udfs.minhash import (  # noqa: E402
+from udfs.licenses import PERMISSIVENESS, permissiveness_rank
+from udfs.minhash import (
     MinHasher,
     content_hashes,
     distinct_shingles,
@@ -761,13 +756,3 @@ STAGE = Stage(
     name=STAGE_NAME, inputs=("silver.files",), output="silver.unique_files", build=build,
     description="exact content-hash and MinHash-LSH near-duplicate removal",
 )
-
-
-def main(argv: list[str] | None = None) -> int:
-    from jobs.pipeline import stage_main
-
-    return stage_main("dedup", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

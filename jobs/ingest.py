@@ -19,17 +19,13 @@ Tree sources must sit on a filesystem every executor mounts (local disk for loca
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__" and not __package__:  # spark-submit jobs/ingest.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from jobs.config import JsonlSource, ParquetSource, PipelineConfig, TreeSource  # noqa: E402
-from jobs.pyworker import map_in_arrow  # noqa: E402
-from jobs.stage import (  # noqa: E402
+from jobs.config import JsonlSource, ParquetSource, PipelineConfig, TreeSource
+from jobs.pyworker import map_in_arrow
+from jobs.stage import (
     DROPPED,
     FILE_COLUMNS,
     KEPT,
@@ -39,8 +35,8 @@ from jobs.stage import (  # noqa: E402
     arrow_schema,
     local_frame,
 )
-from udfs.records import decode_source, file_id, parse_stack_line, preview  # noqa: E402
-from udfs.trees import repo_roots, walk_repo  # noqa: E402
+from udfs.records import decode_source, file_id, parse_stack_line, preview
+from udfs.trees import repo_roots, walk_repo
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -225,13 +221,3 @@ STAGE = Stage(
     name="ingest", inputs=(), output="bronze.files", build=build,
     description="sources (JSONL, Parquet, local trees) → bronze.files, bad records quarantined",
 )
-
-
-def main(argv: list[str] | None = None) -> int:
-    from jobs.pipeline import stage_main
-
-    return stage_main("ingest", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

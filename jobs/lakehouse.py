@@ -181,7 +181,7 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
         # Jobs of concurrent threads share the executors instead of queueing behind the first
-        # job's tasks (a stage's writes run side by side: jobs.pipeline._write_all).
+        # job's tasks (a stage's writes run side by side: jobs.runner._write_all).
         .config("spark.scheduler.mode", "FAIR")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # Arrow batches to Python workers of at most 16 MB (default: 10,000 rows, about 150 MB

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from jobs.pipeline import RunResult
+    from jobs.runner import RunResult
 
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:

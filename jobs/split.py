@@ -20,17 +20,12 @@ Input: silver.unique_files (dedup's output). Decontamination will sit in between
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__" and not __package__:  # spark-submit jobs/split.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from jobs.config import PipelineConfig, SplitSettings  # noqa: E402
-from jobs.pyworker import map_in_arrow  # noqa: E402
-from jobs.stage import (  # noqa: E402
+from jobs.config import PipelineConfig, SplitSettings
+from jobs.pyworker import map_in_arrow
+from jobs.stage import (
     DROPPED,
     KEPT,
     QUARANTINED,
@@ -39,8 +34,8 @@ from jobs.stage import (  # noqa: E402
     StageResult,
     arrow_schema,
 )
-from udfs.records import preview  # noqa: E402
-from udfs.split import SplitParams, split_file  # noqa: E402
+from udfs.records import preview
+from udfs.split import SplitParams, split_file
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -194,13 +189,3 @@ STAGE = Stage(
     name="split", inputs=("silver.unique_files",), output="gold.samples", build=build,
     description="tree-sitter split into function/class/docstring completion, FIM and fallback",
 )
-
-
-def main(argv: list[str] | None = None) -> int:
-    from jobs.pipeline import stage_main
-
-    return stage_main("split", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""The contract between a stage and the runner (``jobs.pipeline``).
+"""The contract between a stage and the runner (``jobs.runner``).
 
 A stage turns its inputs into one *decided* DataFrame, one row per input row, with three columns the
 runner reads, ``_outcome`` (``kept`` / ``dropped`` / ``quarantined``), ``_reason`` (the drop reason

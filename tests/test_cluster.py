@@ -55,10 +55,10 @@ def test_stages_via_spark_submit(tmp_path):
     common = ["--env", "cluster", "--set", f"lakehouse={lake}",
               "--set", f"ingest.sources=[{{kind: tree, path: '{tmp_path / 'trees'}'}}]",
               "--set", "spark.shuffle_partitions=4"]
-    spark_submit("jobs/ingest.py", *common)
-    spark_submit("jobs/filter.py", *common)
-    spark_submit("jobs/dedup.py", *common)
-    spark_submit("jobs/split.py", *common, "--set", "split.params.fim_rate=0")
+    spark_submit("jobs/submit.py", "stage", "ingest", *common)
+    spark_submit("jobs/submit.py", "stage", "filter", *common)
+    spark_submit("jobs/submit.py", "stage", "dedup", *common)
+    spark_submit("jobs/submit.py", "stage", "split", *common, "--set", "split.params.fim_rate=0")
 
     ledger = DeltaTable(str(lake / "ops" / "ledger")).to_pyarrow_table().to_pylist()
     got = {r["stage"]: (r["rows_in"], r["rows_out"], dict(r["dropped"]), r["rows_quarantined"])

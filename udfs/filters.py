@@ -1,7 +1,7 @@
 """File-quality rules. Each rule is a small pure function ``rule(doc, params) -> reason | None``.
 
 ``None`` keeps the file; a string is the named reason it is dropped, the same name that goes to the
-ledger and to ``silver.rejects``. ``jobs.filter`` applies the rules listed in config, in order, and
+ledger and to ``silver.rejects``. ``jobs.filtering`` applies the rules listed in config, in order, and
 records the first reason that fires. ``FilterParams`` is the one place the thresholds and their
 defaults live; ``jobs.config`` validates it from YAML without copying it.
 

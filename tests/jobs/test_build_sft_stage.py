@@ -10,7 +10,7 @@ from deltalake import DeltaTable
 
 from jobs.catalog import export_table
 from jobs.lakehouse import Lakehouse
-from jobs.pipeline import run_pipeline
+from jobs.runner import run_pipeline
 from jobs.split import SAMPLE_COLUMNS
 from tests.conftest import make_config
 from udfs.chatml import clean_messages, count_tokens, load_tokenizer, train_tokenizer

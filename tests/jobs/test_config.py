@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.cli import curation_overrides
 from jobs.config import ConfigError, load_config, parse_override
-from jobs.pipeline import curation_overrides, preflight
+from jobs.runner import preflight
 
 
 def test_layers_and_overrides(tmp_path):

@@ -8,10 +8,10 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from jobs import pipeline
-from jobs.filter import DECIDED_SCHEMA, _decide
+from jobs import registry
+from jobs.filtering import DECIDED_SCHEMA, _decide
 from jobs.lakehouse import LedgerImbalance
-from jobs.pipeline import run_pipeline
+from jobs.runner import run_pipeline
 from jobs.stage import Stage, StageResult, arrow_schema
 from tests.conftest import make_config
 from udfs import filters
@@ -136,7 +136,7 @@ def test_a_stage_that_loses_rows_fails_before_writing(spark, lakehouse, stack, m
         return StageResult(files.select(F.col("size_bytes").alias("_bytes")), decided,
                            ("id", "path"))
 
-    monkeypatch.setitem(pipeline.STAGES, "filter",
+    monkeypatch.setitem(registry.STAGES, "filter",
                         Stage("filter", ("bronze.files",), "silver.files", lossy))
     with pytest.raises(LedgerImbalance, match="8 rows in but 7 accounted for"):
         run_pipeline(cfg, ["filter"], spark=spark)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-from jobs.pipeline import run_pipeline
+from jobs.runner import run_pipeline
 from tests.conftest import make_config
 from udfs.records import file_id
 

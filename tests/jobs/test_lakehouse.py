@@ -25,7 +25,7 @@ from jobs.lakehouse import (
     parquet_file_writer,
     parquet_tasks,
 )
-from jobs.pipeline import write_run_folder
+from jobs.runner import write_run_folder
 from tests.conftest import make_config
 
 SCHEMA = "stage string, reason string, id string"
@@ -132,7 +132,7 @@ def test_each_write_of_a_stage_runs_in_its_tables_scheduler_pool(spark, lakehous
     write's tasks; every table has its pool in conf/fairscheduler.xml."""
     import xml.etree.ElementTree as ET
 
-    from jobs import pipeline
+    from jobs import runner
     from jobs.lakehouse import POOLS, TABLES
 
     pools = {p.get("name") for p in ET.parse(POOLS).getroot().iter("pool")}
@@ -152,7 +152,7 @@ def test_each_write_of_a_stage_runs_in_its_tables_scheduler_pool(spark, lakehous
     lake.write = recording
     frames = {name: (spark.createDataFrame([("dedup", "x", str(i))], SCHEMA), None)
               for i, name in enumerate(("silver.dup_clusters", "ops.quarantine"))}
-    versions = pipeline._write_all(lake, frames)
+    versions = runner._write_all(lake, frames)
     assert seen == {name: name for name in frames}
     assert versions == {name: 0 for name in frames}
     assert context.getLocalProperty("spark.scheduler.pool") is None  # the caller's is untouched

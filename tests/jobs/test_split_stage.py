@@ -9,7 +9,7 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.lakehouse import Lakehouse
-from jobs.pipeline import run_pipeline
+from jobs.runner import run_pipeline
 from tests.conftest import make_config
 from udfs.languages import language_for_path
 from udfs.records import file_id

@@ -12,17 +12,12 @@ avg_line_length, max_line_length.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__" and not __package__:  # spark-submit jobs/filter.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from jobs.config import PipelineConfig  # noqa: E402
-from jobs.pyworker import map_in_arrow  # noqa: E402
-from jobs.stage import (  # noqa: E402
+from jobs.config import PipelineConfig
+from jobs.pyworker import map_in_arrow
+from jobs.stage import (
     DROPPED,
     FILE_COLUMNS,
     KEPT,
@@ -31,8 +26,8 @@ from jobs.stage import (  # noqa: E402
     StageResult,
     arrow_schema,
 )
-from udfs.filters import Doc, FilterParams, first_reason, quality_signals  # noqa: E402
-from udfs.records import preview  # noqa: E402
+from udfs.filters import Doc, FilterParams, first_reason, quality_signals
+from udfs.records import preview
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -107,13 +102,3 @@ STAGE = Stage(
     name="filter", inputs=("bronze.files",), output="silver.files", build=build,
     description="quality rules (license, stars, size, lines, alpha, long lines, encoded, autogen)",
 )
-
-
-def main(argv: list[str] | None = None) -> int:
-    from jobs.pipeline import stage_main
-
-    return stage_main("filter", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

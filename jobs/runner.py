@@ -1,4 +1,5 @@
-"""The stage registry and the runner behind ``codemill run``, ``codemill stage`` and spark-submit.
+"""The runner behind ``codemill run`` and ``codemill stage`` (and so spark-submit's
+``jobs/submit.py``): it takes ``Stage`` objects (``jobs.registry`` names them).
 
 For each stage the runner reads its inputs at their latest Delta version (recorded in the ledger),
 lets the stage decide every row, counts the outcomes, checks rows in = out + dropped + quarantined
@@ -9,7 +10,6 @@ writes: later stages consume the earlier ones' in-memory output.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from jobs import build_sft, dedup, ingest, split
-from jobs import filter as filter_stage
-from jobs.config import ConfigError, PipelineConfig, TreeSource, load_config
+from jobs import registry
+from jobs.config import ConfigError, PipelineConfig, TreeSource
 from jobs.lakehouse import Lakehouse, StageReport, append_ledger, spark_session
 from jobs.stage import KEPT, Stage, local_frame, quarantine_of, rejects_of
 
@@ -32,12 +31,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pyspark.sql import DataFrame, SparkSession
-
-# Stages in pipeline order. Decontamination registers here (between dedup and split) when it exists.
-STAGES: dict[str, Stage] = {
-    s.name: s for s in (ingest.STAGE, filter_stage.STAGE, dedup.STAGE, split.STAGE,
-                        build_sft.STAGE)}
-
 
 @dataclass
 class RunResult:
@@ -51,24 +44,18 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def curation_overrides(languages: list[str] | None = None, max_samples: int | None = None,
-                       min_stars: int | None = None) -> list[str]:
-    """The seed's curation flags as ``--set`` overrides."""
-    out = []
-    if languages:
-        out.append(f"filter.params.languages=[{', '.join(languages)}]")
-    if max_samples is not None:
-        out.append(f"filter.max_samples={max_samples}")
-    if min_stars is not None:
-        out.append(f"filter.params.min_stars={min_stars}")
-    return out
+def resolve(names: list[str]) -> list[Stage]:
+    """The registered stages of these names, in the order given. Raises ConfigError."""
+    unknown = [s for s in names if s not in registry.STAGES]
+    if unknown:
+        raise ConfigError(f"stages: unknown {', '.join(unknown)}; allowed: "
+                          f"{', '.join(registry.STAGES)}")
+    return [registry.STAGES[s] for s in names]
 
 
 def preflight(cfg: PipelineConfig, stages: list[str]) -> None:
     """Checks that need no Spark: stage names and local source paths. Raises ConfigError."""
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ConfigError(f"stages: unknown {', '.join(unknown)}; allowed: {', '.join(STAGES)}")
+    resolve(stages)
     if "ingest" in stages:
         for i, src in enumerate(cfg.ingest.sources):
             local = "://" not in src.path and not src.path.startswith(("dbfs:", "file:"))
@@ -159,7 +146,7 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]],
         return {table: future.result() for table, future in futures.items()}
 
 
-def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_id: str,
+def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], run_id: str,
                dry_run: bool = False) -> RunResult:
     from pyspark.sql import functions as F
 
@@ -168,8 +155,8 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[str], run_
     reports: list[StageReport] = []
     tables: dict[str, tuple[str, int | None]] = {}
     keep_alive: list[DataFrame] = []
-    for name in stages:
-        stage = STAGES[name]
+    for stage in stages:
+        name = stage.name
         started = time.perf_counter()
         inputs, in_versions = {}, {}
         for table in stage.inputs:
@@ -275,31 +262,4 @@ def run_pipeline(cfg: PipelineConfig, stages: list[str] | None = None, dry_run: 
     names = list(stages or cfg.stages)
     preflight(cfg, names)
     session = spark or spark_session(cfg.spark)
-    return run_stages(session, cfg, names, run_id or new_run_id(), dry_run=dry_run)
-
-
-def stage_main(name: str, argv: list[str] | None = None) -> int:
-    """Entry point of ``spark-submit jobs/<stage>.py --config ... [--set k=v ...]``."""
-    from jobs.report import print_summary
-
-    parser = argparse.ArgumentParser(prog=f"jobs/{name}.py", description=STAGES[name].description)
-    parser.add_argument("--config", help="base YAML (default conf/pipeline.yaml)")
-    parser.add_argument("--env", default="cluster", help="overlay conf/env/<env>.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE")
-    parser.add_argument("--language", action="append", default=None)
-    parser.add_argument("--max-samples", type=int)
-    parser.add_argument("--min-stars", type=int)
-    parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--run-id")
-    args = parser.parse_args(argv)
-    overrides = args.overrides + curation_overrides(args.language, args.max_samples,
-                                                    args.min_stars)
-    try:
-        cfg = load_config(args.config, env=args.env or None, overrides=overrides)
-        result = run_pipeline(cfg, [name], dry_run=args.dry_run, run_id=args.run_id)
-    except ConfigError as exc:
-        print(exc)
-        return 2
-    print_summary(result)
-    return 0
+    return run_stages(session, cfg, resolve(names), run_id or new_run_id(), dry_run=dry_run)
