@@ -92,7 +92,7 @@ def write_silver(table: pa.Table, lakehouse: Path, spark) -> None:
 
 def spark_session():
     from jobs.config import load_config
-    from jobs.lakehouse import spark_session as session
+    from jobs.session import spark_session as session
 
     cfg = load_config(env="local", overrides=["spark.master=local[2]"])
     return session(cfg.spark)

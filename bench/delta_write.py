@@ -35,7 +35,8 @@ def main() -> int:
 
     from pyspark import StorageLevel
 
-    from jobs.lakehouse import Lakehouse, stats_columns
+    from jobs.lakehouse import Lakehouse
+    from jobs.schemas import stats_columns
 
     spark = spark_session()
     source, _ = Lakehouse(spark, args.lakehouse).read("silver.files")

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from jobs.arrow import arrow_schema
 from jobs.config import PipelineConfig
 from jobs.pyworker import map_in_arrow
 from jobs.stage import (
@@ -37,7 +38,6 @@ from jobs.stage import (
     RowBuffer,
     Stage,
     StageResult,
-    arrow_schema,
 )
 
 if TYPE_CHECKING:

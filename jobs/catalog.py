@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from jobs.lakehouse import TABLES, Lakehouse, _is_uri
+from jobs.lakehouse import Lakehouse, _is_uri
+from jobs.schemas import TABLES
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ def export(table: Annotated[str, typer.Argument(help="layer.table, e.g. silver.f
 @app.command()
 def jars(config: ConfigOpt = None, env: EnvOpt = "local") -> None:
     """Resolve Delta's jars with Maven and print them comma-separated (for spark-submit --jars)."""
-    from jobs.lakehouse import resolve_delta_jars
+    from jobs.session import resolve_delta_jars
 
     print(",".join(resolve_delta_jars(_config(config, env, []).spark.jars_dir)))
 

@@ -32,7 +32,7 @@ class _Strict(BaseModel):
 
 
 class SparkSettings(_Strict):
-    """How the Spark session is built (``jobs.lakehouse.spark_session``).
+    """How the Spark session is built (``jobs.session.spark_session``).
 
     delta_jars: where Delta Lake's JVM jars come from. ``maven``: resolved by Maven from
         conf/jars/pom.xml into ``jars_dir`` (works from this machine with only Maven Central);
@@ -121,7 +121,7 @@ class DedupSettings(_Strict):
     the executors to be joined back to the text; more, and the text is shuffled to them instead.
     direct_reads: the signing pass and the exact verification read the text from silver.files'
     own Parquet files with pyarrow, in the Python tasks, when the table allows it (local files, no
-    deletion vectors, no column mapping, no partitions: ``jobs.lakehouse.local_parquet_files``),
+    deletion vectors, no column mapping, no partitions: ``jobs.direct_io.local_parquet_files``),
     instead of through Spark's scan; the same rows either way. False: always Spark's scan.
     direct_writes: Python tasks write the stage's tables as Parquet files, and the driver commits
     them as each table's next version with delta-rs, when the table allows it (it exists, on

@@ -40,27 +40,26 @@ from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING
 
+from jobs.arrow import arrow_schema, local_frame
 from jobs.components import connected_components
 from jobs.config import DedupSettings, PipelineConfig
-from jobs.filtering import SIGNALS
-from jobs.lakehouse import (
+from jobs.direct_io import (
     WRITTEN_SCHEMA,
-    Lakehouse,
     local_parquet_files,
     map_parquet_in_arrow,
     parquet_file_writer,
     parquet_tasks,
 )
+from jobs.filtering import SIGNALS
+from jobs.lakehouse import Lakehouse
 from jobs.pyworker import map_in_arrow
+from jobs.schemas import FILE_COLUMNS
 from jobs.stage import (
     DROPPED,
-    FILE_COLUMNS,
     KEPT,
     QUARANTINED,
     Stage,
     StageResult,
-    arrow_schema,
-    local_frame,
 )
 from udfs.licenses import PERMISSIVENESS, permissiveness_rank
 from udfs.minhash import (
@@ -437,7 +436,7 @@ def verified_edges(scored: DataFrame, files: DataFrame, d: DedupSettings,
     text) cost more than the MinHash itself (bench/RESULTS.md). ``one_task``: the pairs and the
     sets they need go to one task, which holds each set once; otherwise both sets are joined to
     every pair across the cluster. ``tasks``: ``files``' own Parquet files in tasks
-    (``jobs.lakehouse.parquet_tasks``); then, for up to ``d.broadcast_rows`` files, the tasks
+    (``jobs.direct_io.parquet_tasks``); then, for up to ``d.broadcast_rows`` files, the tasks
     read the text themselves and keep those files' rows (``_shingle_sets``).
     """
     from pyspark.sql import functions as F
@@ -562,7 +561,7 @@ def _decisions(spark: SparkSession, cfg: PipelineConfig,
 
     Computed on narrow rows (id, hashes, signature, rank columns): the text is read once, by the
     signing pass, and never shuffled. With ``dedup.direct_reads`` and a table that allows it
-    (``jobs.lakehouse.local_parquet_files``), the signing tasks read silver.files' Parquet files
+    (``jobs.direct_io.local_parquet_files``), the signing tasks read silver.files' Parquet files
     themselves (pyarrow) instead of taking Spark's scan of them as Arrow batches. Copies of one
     id (the same repo, path and content ingested twice) are ranked among themselves first;
     ``_copies`` tells the join back how many there were.
@@ -643,7 +642,7 @@ def _write_unique_files(decisions: DataFrame, tasks: list[list[str]], files_sche
     """Write silver.unique_files from the Python tasks (``dedup.direct_writes``): each task reads
     its share of silver.files' Parquet files (the ones the signing pass read), keeps the rows of
     the kept ids with their content hash (broadcast: one row per kept id), and writes them as
-    Parquet into the table's directory (``jobs.lakehouse.parquet_file_writer``); the driver
+    Parquet into the table's directory (``jobs.direct_io.parquet_file_writer``); the driver
     commits those files as the table's new version (``Lakehouse.overwrite_files``), after
     checking that they hold one row per kept id. ``kept`` is the same rows as Spark would write
     them: used instead when the table does not allow it (``Lakehouse.local_table``: a table not

@@ -15,16 +15,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from jobs.arrow import arrow_schema
 from jobs.config import PipelineConfig
 from jobs.pyworker import map_in_arrow
+from jobs.schemas import FILE_COLUMNS
 from jobs.stage import (
     DROPPED,
-    FILE_COLUMNS,
     KEPT,
     QUARANTINED,
     Stage,
     StageResult,
-    arrow_schema,
 )
 from udfs.filters import Doc, FilterParams, first_reason, quality_signals
 from udfs.records import preview

@@ -23,17 +23,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jobs.arrow import arrow_schema, local_frame
 from jobs.config import JsonlSource, ParquetSource, PipelineConfig, TreeSource
 from jobs.pyworker import map_in_arrow
+from jobs.schemas import FILE_COLUMNS
 from jobs.stage import (
     DROPPED,
-    FILE_COLUMNS,
     KEPT,
     QUARANTINED,
     Stage,
     StageResult,
-    arrow_schema,
-    local_frame,
 )
 from udfs.records import decode_source, file_id, parse_stack_line, preview
 from udfs.trees import repo_roots, walk_repo

@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING
 import yaml
 
 from jobs import registry
+from jobs.arrow import local_frame
 from jobs.config import ConfigError, PipelineConfig, TreeSource
-from jobs.lakehouse import Lakehouse, StageReport, append_ledger, spark_session
-from jobs.stage import KEPT, Stage, local_frame, quarantine_of, rejects_of
+from jobs.lakehouse import Lakehouse
+from jobs.ledger import StageReport, append_ledger
+from jobs.session import spark_session
+from jobs.stage import KEPT, Stage, quarantine_of, rejects_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -124,7 +127,7 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]],
     function (``StageResult.writers``) instead, given the frame.
 
     Each write runs its jobs in a scheduler pool of its own (``spark.scheduler.pool`` = the table;
-    the session's ``spark.scheduler.mode`` is FAIR, see ``jobs.lakehouse.spark_session``): with one
+    the session's ``spark.scheduler.mode`` is FAIR, see ``jobs.session.spark_session``): with one
     FIFO queue, the small tables' Delta jobs (snapshots, the commit's checks) and their narrow
     writes waited for every task of the output table's full-text write, and ran after it (dedup
     at 4x: the rejects' Delta preparation queued 7-8 s; bench/RESULTS.md, session 8).

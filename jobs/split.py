@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from jobs.arrow import arrow_schema
 from jobs.config import PipelineConfig, SplitSettings
 from jobs.pyworker import map_in_arrow
 from jobs.stage import (
@@ -32,7 +33,6 @@ from jobs.stage import (
     RowBuffer,
     Stage,
     StageResult,
-    arrow_schema,
 )
 from udfs.records import preview
 from udfs.split import SplitParams, split_file

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from jobs.schemas import REJECT_SCHEMA
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
@@ -20,14 +22,6 @@ if TYPE_CHECKING:
     from jobs.lakehouse import Lakehouse
 
 KEPT, DROPPED, QUARANTINED = "kept", "dropped", "quarantined"
-
-FILE_COLUMNS = ("id", "repo", "path", "language", "license", "stars", "text", "size_bytes")
-
-REJECT_SCHEMA = (
-    "stage string, reason string, id string, repo string, path string, language string, "
-    "license string, stars long, text string, size_bytes long, detail string"
-)
-QUARANTINE_SCHEMA = "stage string, source_kind string, source string, payload string, error string"
 
 
 @dataclass
@@ -58,30 +52,6 @@ class Stage:
     output: str
     build: Callable[[SparkSession, PipelineConfig, dict[str, DataFrame]], StageResult]
     description: str = ""
-
-
-def arrow_schema(ddl: str):
-    """The Arrow schema of a Spark DDL string, for a mapInArrow function to yield.
-
-    Computed on the driver (parsing DDL needs the JVM) and captured by the function's closure.
-    """
-    from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import _parse_datatype_string
-
-    return to_arrow_schema(_parse_datatype_string(ddl))
-
-
-def local_frame(spark: SparkSession, rows: list[dict], ddl: str) -> DataFrame:
-    """A DataFrame of rows held on the driver (dicts by column name; missing keys are null),
-    built by the JVM from one Arrow table.
-
-    ``createDataFrame`` of a Python list pickles the rows into an RDD whose tasks run in Python
-    workers of a second daemon, which has none of ``jobs.pyworker``'s zip importers: the ledger's
-    one row took 0.40 s that way against 0.22 s from Arrow (bench/RESULTS.md, session 14).
-    """
-    import pyarrow as pa
-
-    return spark.createDataFrame(pa.Table.from_pylist(rows, schema=arrow_schema(ddl)))
 
 
 class RowBuffer:

@@ -14,7 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path.cwd()) if Path("jobs").exists() else str(Path.cwd().parent))
 
 from jobs.config import load_config  # noqa: E402
-from jobs.lakehouse import Lakehouse, spark_session  # noqa: E402
+from jobs.lakehouse import Lakehouse  # noqa: E402
+from jobs.session import spark_session  # noqa: E402
 
 LAKEHOUSE = os.environ.get("CODEMILL_LAKEHOUSE", "lakehouse")
 cfg = load_config(env="local", overrides=[f"lakehouse={LAKEHOUSE}"])

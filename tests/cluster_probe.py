@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.config import load_config  # noqa: E402
-from jobs.lakehouse import spark_session  # noqa: E402
+from jobs.session import spark_session  # noqa: E402
 
 
 def where_am_i(batches):

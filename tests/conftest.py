@@ -9,7 +9,7 @@ from jobs.config import load_config
 
 @pytest.fixture(scope="session")
 def spark():
-    from jobs.lakehouse import spark_session
+    from jobs.session import spark_session
 
     cfg = load_config(env="local", overrides=[
         "spark.master=local[2]",

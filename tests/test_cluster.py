@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.config import load_config
-from jobs.lakehouse import resolve_delta_jars
+from jobs.session import resolve_delta_jars
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[1]

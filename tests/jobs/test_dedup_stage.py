@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from jobs import dedup
 from jobs.lakehouse import Lakehouse
 from jobs.runner import run_pipeline
-from jobs.stage import QUARANTINE_SCHEMA, REJECT_SCHEMA
+from jobs.schemas import QUARANTINE_SCHEMA, REJECT_SCHEMA
 from tests.conftest import make_config
 from udfs.minhash import content_hash, content_hashes, shingles, tokenize
 from udfs.records import file_id

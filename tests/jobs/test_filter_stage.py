@@ -9,10 +9,11 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs import registry
+from jobs.arrow import arrow_schema
 from jobs.filtering import DECIDED_SCHEMA, _decide
-from jobs.lakehouse import LedgerImbalance
+from jobs.ledger import LedgerImbalance
 from jobs.runner import run_pipeline
-from jobs.stage import Stage, StageResult, arrow_schema
+from jobs.stage import Stage, StageResult
 from tests.conftest import make_config
 from udfs import filters
 from udfs.filters import FilterParams

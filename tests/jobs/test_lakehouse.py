@@ -13,19 +13,18 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.config import REPO_ROOT
-from jobs.lakehouse import (
-    STATS_COLUMNS,
+from jobs.direct_io import (
     WRITTEN_SCHEMA,
     FileStats,
-    Lakehouse,
-    StageReport,
-    append_ledger,
     local_parquet_files,
     map_parquet_in_arrow,
     parquet_file_writer,
     parquet_tasks,
 )
+from jobs.lakehouse import Lakehouse
+from jobs.ledger import StageReport, append_ledger
 from jobs.runner import write_run_folder
+from jobs.schemas import STATS_COLUMNS
 from tests.conftest import make_config
 
 SCHEMA = "stage string, reason string, id string"
@@ -133,7 +132,8 @@ def test_each_write_of_a_stage_runs_in_its_tables_scheduler_pool(spark, lakehous
     import xml.etree.ElementTree as ET
 
     from jobs import runner
-    from jobs.lakehouse import POOLS, TABLES
+    from jobs.schemas import TABLES
+    from jobs.session import POOLS
 
     pools = {p.get("name") for p in ET.parse(POOLS).getroot().iter("pool")}
     assert pools == set(TABLES)
@@ -215,7 +215,7 @@ def test_ledger_rows_are_built_in_the_jvm_and_read_back_exactly(spark, lakehouse
 
 def test_the_code_zip_is_complete_and_its_folder_goes_when_the_driver_exits(tmp_path):
     script = (
-        "import zipfile; from jobs.lakehouse import build_code_zip\n"
+        "import zipfile; from jobs.session import build_code_zip\n"
         "path = build_code_zip(); print(path)\n"
         "print(sorted(n for n in zipfile.ZipFile(path).namelist() if n.endswith('__init__.py')))\n"
     )

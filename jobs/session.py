@@ -1,0 +1,150 @@
+"""The Spark session every stage runs in, and the Delta Lake jars it needs.
+
+``spark_session`` is the one factory (local, local-cluster, spark-submit, Databricks);
+``resolve_delta_jars`` gets Delta's jars from Maven Central through conf/jars/pom.xml;
+``build_code_zip`` ships ``jobs`` and ``udfs`` to executors that do not have them installed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jobs.config import REPO_ROOT, SparkSettings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+POM = REPO_ROOT / "conf" / "jars" / "pom.xml"
+POOLS = REPO_ROOT / "conf" / "fairscheduler.xml"  # one scheduler pool per table
+
+
+def resolve_delta_jars(jars_dir: str | Path) -> list[str]:
+    """Jars of Delta Lake resolved by Maven from conf/jars/pom.xml into ``jars_dir`` (cached).
+
+    The folder carries a stamp with the pom's hash, so editing the pom re-resolves. Maven writes to a
+    temporary folder first, so an interrupted resolve never leaves a half-filled cache.
+    """
+    target = Path(jars_dir)
+    if not target.is_absolute():
+        target = REPO_ROOT / target
+    want = hashlib.sha256(POM.read_bytes()).hexdigest()
+    stamp = target / ".pom-sha256"
+    if not (stamp.exists() and stamp.read_text().strip() == want):
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise RuntimeError(
+                "spark.delta_jars=maven needs Maven (mvn) on PATH; install it, or set "
+                "spark.delta_jars=packages to let Spark fetch io.delta:delta-spark itself"
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=".jars-", dir=target.parent))
+        cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+               "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(f"Maven could not resolve Delta jars:\n{done.stdout}{done.stderr}")
+        (tmp / ".pom-sha256").write_text(want)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    jars = sorted(glob.glob(str(target / "*.jar")))
+    if not jars:
+        raise RuntimeError(f"no jars in {target}; delete it to resolve again")
+    return jars
+
+
+def _delta_on_classpath() -> bool:
+    home = os.environ.get("SPARK_HOME") or str(Path(__import__("pyspark").__file__).parent)
+    return bool(glob.glob(os.path.join(home, "jars", "delta-spark*.jar"))) or (
+        "DATABRICKS_RUNTIME_VERSION" in os.environ
+    )
+
+
+def delta_jars_mode(settings: SparkSettings) -> str:
+    """Resolve ``auto`` to provided / maven / packages (see ``SparkSettings.delta_jars``)."""
+    if settings.delta_jars != "auto":
+        return settings.delta_jars
+    if _delta_on_classpath() or "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Under spark-submit the JVM is already up: jars must come from --packages/--jars.
+        return "provided"
+    return "maven" if shutil.which("mvn") else "packages"
+
+
+def build_code_zip() -> str:
+    """Zip the ``jobs`` and ``udfs`` packages for executors' Python path (deterministic order).
+
+    The zip lives in a temporary folder that is removed when this process exits: executors fetch
+    it from the driver while the session runs, and each driver builds its own.
+    """
+    folder = tempfile.mkdtemp(prefix="codemill-code-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    out = Path(folder) / "codemill_code.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for package in ("jobs", "udfs"):
+            for path in sorted((REPO_ROOT / package).rglob("*.py")):
+                zf.write(path, path.relative_to(REPO_ROOT).as_posix())
+    return str(out)
+
+
+def spark_session(settings: SparkSettings) -> SparkSession:
+    """The one SparkSession factory: local, local-cluster, spark-submit and Databricks alike."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(settings.app_name)
+    if settings.master:
+        builder = builder.master(settings.master)
+    mode = delta_jars_mode(settings)
+    if mode == "maven":
+        builder = builder.config("spark.jars", ",".join(resolve_delta_jars(settings.jars_dir)))
+    elif mode == "packages":
+        builder = builder.config("spark.jars.packages", settings.delta_package)
+    local = (settings.master or "").startswith("local")
+    if local:
+        # Python workers must use this interpreter (with our dependencies), not whatever python3
+        # is on PATH. An in-process SparkContext reads PYSPARK_PYTHON (the conf key
+        # spark.pyspark.python is only honoured by spark-submit).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (
+        builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog",
+                "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        # Jobs of concurrent threads share the executors instead of queueing behind the first
+        # job's tasks (a stage's writes run side by side: jobs.runner._write_all).
+        .config("spark.scheduler.mode", "FAIR")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # Arrow batches to Python workers of at most 16 MB (default: 10,000 rows, about 150 MB
+        # of source files): the JVM fills the next batch while Python hashes this one, and a
+        # worker's memory stays bounded (bench/RESULTS.md, dedup speed session 6).
+        .config("spark.sql.execution.arrow.maxBytesPerBatch", str(16 << 20))
+        # Room for every class Spark generates (whole-stage code, projections, orderings) in a
+        # session. The default LRU of 100 holds less than one dedup stage (many of its classes
+        # are Delta's own log and commit queries), so every stage recompiled its classes with
+        # Janino and the JIT compiled them again (bench/RESULTS.md, dedup speed session 12).
+        .config("spark.sql.codegen.cache.maxEntries", "1000")
+        # Parquet is decoded 256 rows at a time (default 4,096). Our big tables hold whole source
+        # files, ~15 KB a row, so a 4,096-row batch put ~60 MB of text in one column vector and
+        # the decoding ran from main memory, not the cache (bench/RESULTS.md, dedup speed session 13).
+        .config("spark.sql.parquet.columnarReaderBatchSize", "256")
+    )
+    if POOLS.exists():  # else Spark makes each pool on first use (and warns)
+        builder = builder.config("spark.scheduler.allocation.file", str(POOLS))
+    for key, value in settings.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    ship = settings.ship_code if settings.ship_code is not None else not (
+        settings.master or "").startswith("local[")
+    if ship:
+        spark.sparkContext.addPyFile(build_code_zip())
+    return spark
