@@ -11,24 +11,27 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from udfs.filters import RULES, FilterParams
+from udfs.settings import (
+    REPO_ROOT,
+    ConfigError,
+    apply_overrides,
+    conf_dir,
+    conf_path,
+    deep_merge,
+    parse_override,
+    read_yaml,
+    validate,
+)
+from udfs.settings import Strict as _Strict
 from udfs.split import SplitParams
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names every bad key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# the config system's names, for code that configures the pipeline
+__all__ = ["REPO_ROOT", "ConfigError", "PipelineConfig", "load_config", "parse_override"]
 
 
 class SparkSettings(_Strict):
@@ -228,7 +231,7 @@ class SftSettings(_Strict):
 
     def templates_path(self) -> Path:
         path = Path(self.templates)
-        return path if path.is_absolute() else REPO_ROOT / path
+        return conf_path(path)
 
 
 StageName = Literal["ingest", "filter", "dedup", "split", "build_sft"]
@@ -250,76 +253,6 @@ class PipelineConfig(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_override(item: str) -> dict[str, Any]:
-    """``a.b.c=value`` → ``{"a": {"b": {"c": value}}}``, value parsed as YAML (``3``, ``[a, b]``)."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
-    value: Any = yaml.safe_load(raw) if raw.strip() else None
-    for part in reversed(key.strip().split(".")):
-        value = {part: value}
-    return value
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def _model_at(loc: tuple[Any, ...]) -> Any:
-    """The model or dataclass that owns the last key of ``loc`` (for listing allowed keys)."""
-    node: Any = PipelineConfig
-    for part in loc[:-1]:
-        fields = getattr(node, "model_fields", None) or getattr(node, "__dataclass_fields__", {})
-        if part not in fields:
-            return None
-        ann = fields[part].annotation if hasattr(fields[part], "annotation") else fields[part].type
-        node = ann if isinstance(ann, type) else None
-        if node is None:
-            return None
-    return node
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    node = _model_at(loc)
-    if node is None:
-        return []
-    fields = getattr(node, "model_fields", None) or getattr(node, "__dataclass_fields__", {})
-    return sorted(fields)
-
-
-def _describe(errors: list[dict[str, Any]]) -> str:
-    lines = []
-    for err in errors:
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _SOURCE_TAGS))
-        key = ".".join(str(p) for p in loc)
-        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            tags = [p for p in err["loc"] if isinstance(p, str) and p in _SOURCE_TAGS]
-            keys = sorted(_SOURCE_TAGS[tags[0]].model_fields) if tags else _allowed_keys(loc)
-            allowed = ", ".join(keys)
-            lines.append(f"{key}: unknown key; allowed keys here: {allowed}")
-        else:
-            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-    return "invalid config:\n  " + "\n  ".join(lines)
-
-
 _SOURCE_TAGS: dict[str, type[_Strict]] = {
     "jsonl": JsonlSource,
     "parquet": ParquetSource,
@@ -337,19 +270,16 @@ def load_config(
     path: the base YAML (default ``conf/pipeline.yaml``). env: overlay ``conf/env/<env>.yaml``, or
     None for none. overrides: ``dotted.key=value`` strings.
     """
-    data = _read_yaml(Path(path) if path else CONF_DIR / "pipeline.yaml")
+    conf = conf_dir()
+    data = read_yaml(Path(path) if path else conf / "pipeline.yaml")
     if env:
-        overlay = CONF_DIR / "env" / f"{env}.yaml"
+        overlay = conf / "env" / f"{env}.yaml"
         if not overlay.exists():
-            known = sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))
+            known = sorted(p.stem for p in (conf / "env").glob("*.yaml"))
             raise ConfigError(f"env: no overlay {overlay}; allowed: {', '.join(known)}")
-        data = _deep_merge(data, _read_yaml(overlay))
-    for item in overrides:
-        data = _deep_merge(data, parse_override(item))
-    try:
-        cfg = PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc.errors())) from None
+        data = deep_merge(data, read_yaml(overlay))
+    data = apply_overrides(data, overrides)
+    cfg = validate(PipelineConfig, data, "invalid config", _SOURCE_TAGS)
     from udfs.instructions import TemplateError, Templates
 
     try:

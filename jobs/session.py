@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobs.config import REPO_ROOT, SparkSettings
+from udfs.settings import conf_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-POM = REPO_ROOT / "conf" / "jars" / "pom.xml"
-POOLS = REPO_ROOT / "conf" / "fairscheduler.xml"  # one scheduler pool per table
+POM = conf_dir() / "jars" / "pom.xml"
+POOLS = conf_dir() / "fairscheduler.xml"  # one scheduler pool per table
 
 
 def resolve_delta_jars(jars_dir: str | Path) -> list[str]:

@@ -1,8 +1,11 @@
 """Training recipes: one YAML per model × method under conf/train/, validated once, with overrides.
 
 ``load_recipe(path, ["train.lr=2e-4", ...])`` reads the YAML, applies ``dotted.key=value``
-overrides (values parsed as YAML) and validates it; a bad key or value raises ``RecipeError``
-naming it. The DeepSpeed JSON a recipe names is read to learn its ZeRO stage.
+overrides (values parsed as YAML) and validates it, with the pipeline's config system
+(``udfs.settings``: the same strict models, override parser and error format); a bad key or value
+raises ``RecipeError`` (a ``ConfigError``) naming it. A recipe is a path, or the name of one under
+``conf/train/`` (``qwen2.5-coder-32b-lora``), which an installed wheel carries. The DeepSpeed JSON a
+recipe names is read to learn its ZeRO stage.
 """
 
 from __future__ import annotations
@@ -11,18 +14,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from udfs.settings import ConfigError, apply_overrides, conf_dir, conf_path, read_yaml, validate
+from udfs.settings import Strict as _Strict
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """The recipe or an override is invalid; the message names the key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSpec(_Strict):
@@ -83,8 +82,7 @@ class TrainSpec(_Strict):
     loss_chunk_tokens: int = Field(2048, ge=16)
 
     def deepspeed_config(self) -> dict[str, Any]:
-        path = Path(self.deepspeed)
-        path = path if path.is_absolute() else REPO_ROOT / path
+        path = conf_path(self.deepspeed)
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
@@ -122,34 +120,25 @@ class Recipe(_Strict):
         return self
 
 
-def _override(data: dict[str, Any], item: str) -> None:
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise RecipeError(f"--set {item!r}: expected dotted.key=value")
-    node = data
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise RecipeError(f"--set {item!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+def recipe_path(path: str | Path) -> Path:
+    """A recipe file: the path given, or a recipe of that name under ``conf/train/``."""
+    p = Path(path)
+    if p.exists() or len(p.parts) > 1 or p.suffix in (".yaml", ".yml"):
+        return p
+    named = conf_dir() / "train" / f"{p.name}.yaml"
+    return named if named.exists() else p
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    path = Path(path)
+    path = recipe_path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise RecipeError(f"recipe not found: {path}") from None
-    for item in overrides:
-        _override(data, item)
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
-                 else e["msg"].removeprefix("Value error, ") for e in exc.errors()]
-        raise RecipeError(f"{path}: invalid recipe:\n  " + "\n  ".join(lines)) from None
-    recipe.train.zero_stage()  # the DeepSpeed config must exist
+        data = apply_overrides(read_yaml(path, "recipe"), overrides)
+        recipe = validate(Recipe, data, f"{path}: invalid recipe")
+        recipe.train.zero_stage()  # the DeepSpeed config must exist
+    except RecipeError:
+        raise
+    except ConfigError as exc:
+        raise RecipeError(str(exc)) from None
     return recipe
 
 

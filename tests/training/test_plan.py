@@ -78,8 +78,13 @@ def test_stage_and_length_change_the_verdict():
 
 
 def test_recipe_errors_name_the_key():
-    with pytest.raises(RecipeError, match="lora.rr: Extra inputs are not permitted"):
+    # the pipeline's error format: the bad key, and the keys allowed where it stands
+    with pytest.raises(RecipeError, match="lora.rr: unknown key; allowed keys here: alpha, "
+                                          "dropout, r, target_modules"):
         load_recipe(RECIPE, ["lora.rr=8"])
+    with pytest.raises(RecipeError, match="recipe not found: conf/train/nope.yaml"):
+        load_recipe("conf/train/nope.yaml")
+    assert load_recipe("tiny-cpu").model.num_layers == 2  # a recipe by name, from conf/train/
     with pytest.raises(RecipeError, match="train.lr: Input should be less than or equal to 0.01"):
         load_recipe(RECIPE, ["train.lr=0.1"])  # the seed's "0.1" LoRA learning rate
     with pytest.raises(RecipeError, match="train.deepspeed: .* does not exist"):
