@@ -25,8 +25,8 @@ def local_frame(spark: SparkSession, rows: list[dict], ddl: str) -> DataFrame:
     built by the JVM from one Arrow table.
 
     ``createDataFrame`` of a Python list pickles the rows into an RDD whose tasks run in Python
-    workers of a second daemon, which has none of ``jobs.pyworker``'s zip importers: the ledger's
-    one row took 0.40 s that way against 0.22 s from Arrow (bench/RESULTS.md, session 14).
+    workers of a second daemon, which has none of ``jobs.pyworker``'s zip importers, and costs a
+    Python job where the JVM alone would do (bench/RESULTS.md, dedup speed session 14).
     """
     import pyarrow as pa
 

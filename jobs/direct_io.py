@@ -30,9 +30,8 @@ def local_parquet_files(df: DataFrame) -> list[tuple[str, int]] | None:
 
     Why at all: a Python stage that needs a big column (the text) pays for Spark's Parquet
     decoding into JVM rows and then for the copy of every row into the Arrow batches it hands
-    the worker. pyarrow decodes the same file straight into Arrow: the bench corpus's 360 MB of
-    text in 0.44 s on one core, against 1.65 s for the JVM's scan plus 1.2 s for the handover
-    (bench/RESULTS.md, session 16).
+    the worker. pyarrow decodes the same file straight into Arrow, several times faster than the
+    two steps together (bench/RESULTS.md, dedup speed session 16).
     """
     try:
         plan = df._jdf.queryExecution().optimizedPlan()
@@ -80,10 +79,9 @@ def parquet_tasks(spark: SparkSession, files: list[tuple[str, int]],
     first. A file is never split.
 
     Not Spark's grouping (``FilePartition``: tasks of up to ``spark.sql.files.maxPartitionBytes``,
-    filled in order): a Python task costs a fixed ~0.05 s more (the worker's set-up and its Arrow
-    streams), and ten tasks for the bench corpus's ten files ended with one core waiting for the
-    last one. At 1x the bench corpus (local[2]), dedup without writes, warm runs of alternating
-    sessions: ten tasks 5.2-5.8 s, two 4.6-5.0 s (bench/RESULTS.md, session 16).
+    filled in order): each Python task has a fixed cost (the worker's set-up and its Arrow
+    streams), and one task per file ended with one core waiting for the last one
+    (bench/RESULTS.md, dedup speed session 16).
     """
     import heapq
 

@@ -8,9 +8,8 @@ spark-core jar Spark puts on the workers' path, plus one for the code zip a clus
 ships. CPython made the invalidation lazy in 3.12 (python/cpython#103200) and Spark made the call
 conditional after 4.0 (SPARK-54744); this project supports Python 3.10 and 3.11 and runs Spark 4.0.
 
-Measured on local[2] (bench/RESULTS.md, session 13): a reused worker spent a median 0.175 s between
-two tasks, 0.087 s of it in that call; with the importers below, 0.03 s. A job of 16 trivial
-tasks took 1.6 s, then 0.56 s.
+That call was half of a reused worker's time between two tasks (bench/RESULTS.md, dedup speed
+session 13).
 
 ``keep_zip_directories`` swaps the worker's zip importers for ``StatCheckedZipImporter``, which
 re-reads its archive when the file's size or modification time changed, and skips the read
@@ -78,10 +77,9 @@ def quick_acks() -> None:
     acknowledgement of a lone segment by up to 40 ms, so every Python task began with ~40 ms in
     which neither side worked (strace of a worker: the batch arrived 35-45 ms after the header,
     task after task). Asked for once the header is read, the acknowledgement goes out at once and
-    the batch follows. A job of 20 trivial tasks on local[2]: 0.70 s → 0.31-0.40 s (a JVM-only
-    job of 20 tasks takes 0.15 s); the dedup stage runs about ten Python jobs of 1-10 tasks
-    (bench/RESULTS.md, session 16). Elsewhere (not Linux) it does nothing. The kernel may leave
-    quick-ack mode again later, so each task asks anew (a few dozen system calls).
+    the batch follows (bench/RESULTS.md, dedup speed session 16). Elsewhere (not Linux) it does
+    nothing. The kernel may leave quick-ack mode again later, so each task asks anew (a few dozen
+    system calls).
     """
     import socket
     import stat

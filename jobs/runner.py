@@ -103,8 +103,7 @@ def _tally(result_decided: DataFrame) -> tuple[int, int, dict[str, int], int, in
 # silver.rejects and ops.quarantine slices are written in files of about FILE_BYTES (Spark's own
 # split size), estimating a row at ROW_BYTES plus its text. Their rows are a stage's drops, spread
 # over every split of the input; one file per split cost Delta's per-file work for files of a few
-# hundred rows (dedup at 4x the bench corpus: 74,593 rejects in 29 files took 4.6-5.5 s to write,
-# repartitioned to 2 files 1.9-2.2 s, coalesced to 1 file 2.5-2.7 s, measured).
+# hundred rows (bench/RESULTS.md, dedup speed session 8).
 FILE_BYTES = 128 << 20
 ROW_BYTES = 512
 
@@ -121,16 +120,15 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]],
                ) -> dict[str, int]:
     """Write a stage's tables ({table: (frame, replace_where)}) side by side, one driver thread
     each, and return their new versions. The tables are distinct, so the Delta commits cannot
-    conflict; a stage's writes overlap each other's planning, commits and single-task tails
-    (dedup at 4x the bench corpus: 12.6 s of writes one after another, 8.2 s side by side).
+    conflict; a stage's writes overlap each other's planning, commits and single-task tails.
     The first failure is raised once all have finished. A table in ``writers`` is written by its
     function (``StageResult.writers``) instead, given the frame.
 
     Each write runs its jobs in a scheduler pool of its own (``spark.scheduler.pool`` = the table;
     the session's ``spark.scheduler.mode`` is FAIR, see ``jobs.session.spark_session``): with one
     FIFO queue, the small tables' Delta jobs (snapshots, the commit's checks) and their narrow
-    writes waited for every task of the output table's full-text write, and ran after it (dedup
-    at 4x: the rejects' Delta preparation queued 7-8 s; bench/RESULTS.md, session 8).
+    writes waited for every task of the output table's full-text write, and ran after it
+    (bench/RESULTS.md, dedup speed session 8).
     """
     context = lake.spark.sparkContext
 

@@ -22,13 +22,12 @@ TABLES: dict[str, str] = {
 
 # Tables that every stage writes a slice of (``stage = '<name>'``), partitioned by that column, so
 # replacing one stage's slice is a metadata-only delete. Unpartitioned, Delta's replaceWhere scanned
-# every earlier slice's files (their text included) to find the rows to delete: 2.9 s of the
-# dedup stage on the make-run corpus, in one task (bench/RESULTS.md).
+# every earlier slice's files (their text included) to find the rows to delete, in one task.
 PARTITIONS: dict[str, tuple[str, ...]] = {"silver.rejects": ("stage",), "ops.quarantine": ("stage",)}
 
 # Long text columns Delta keeps no per-file statistics for. Their min/max (cut to 32 characters)
-# never skip a file, and computing them is about a tenth of writing the text (the make-run
-# silver.files, 360 MB: 2.51 s with them, 2.24 s without, bench/delta_write.py). A table with one
+# never skip a file, and computing them is about a tenth of writing the text (bench/RESULTS.md,
+# bench/delta_write.py). A table with one
 # of them gets ``delta.dataSkippingStatsColumns`` = its other columns that Delta can keep
 # statistics for; the rest keep Delta's default (the first 32 columns).
 UNINDEXED_TEXT = frozenset({"text", "payload", "context", "target", "prefix", "middle", "suffix",

@@ -135,7 +135,8 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         .config("spark.sql.codegen.cache.maxEntries", "1000")
         # Parquet is decoded 256 rows at a time (default 4,096). Our big tables hold whole source
         # files, ~15 KB a row, so a 4,096-row batch put ~60 MB of text in one column vector and
-        # the decoding ran from main memory, not the cache (bench/RESULTS.md, dedup speed session 13).
+        # the decoding ran from main memory, not the cache (bench/RESULTS.md, dedup speed
+        # session 13).
         .config("spark.sql.parquet.columnarReaderBatchSize", "256")
     )
     if POOLS.exists():  # else Spark makes each pool on first use (and warns)
