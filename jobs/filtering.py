@@ -8,6 +8,12 @@ since ids are content hashes) and drops the rest as ``over_max_samples``.
 
 Kept rows carry the quality signals later stages rank by: num_lines, alpha_fraction,
 avg_line_length, max_line_length.
+
+Then **redaction** (``filter.redact``, on by default), before dedup so that copies differing
+only in a secret collapse: every kept file's secrets and personal data are replaced with typed
+placeholders (``udfs.redaction``); silver.files holds the redacted text, its size, and
+``redactions`` (count by type), bronze.files the raw text. A file more than
+``filter.secrets_max_share`` of whose characters are secrets is dropped as ``mostly_secrets``.
 """
 
 from __future__ import annotations
@@ -28,20 +34,39 @@ from jobs.stage import (
 )
 from udfs.filters import Doc, FilterParams, first_reason, quality_signals
 from udfs.records import preview
+from udfs.redaction import find_secrets, redact, secret_share
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 SIGNALS = "num_lines long, alpha_fraction double, avg_line_length double, max_line_length long"
+REDACTIONS = "redactions map<string,int>"
 DECIDED_SCHEMA = (
     "id string, repo string, path string, language string, license string, stars long, "
-    f"text string, size_bytes long, {SIGNALS}, payload string, _outcome string, _reason string"
+    f"text string, size_bytes long, {SIGNALS}, {REDACTIONS}, payload string, _outcome string, "
+    "_reason string"
 )
 
 
-def _decide(params: FilterParams, payload_chars: int, schema: pa.Schema):
-    """mapInArrow function: bronze rows → the same rows with signals, outcome and reason."""
+def _redacted(row: dict, max_share: float) -> str | None:
+    """Redact a kept row in place; the drop reason when it is mostly secrets (its silver.rejects
+    row then holds the redacted text too)."""
+    text = row["text"] or ""
+    findings = find_secrets(text)
+    row["redactions"] = {}
+    if findings:
+        row["text"], row["redactions"] = redact(text)
+        row["size_bytes"] = len(row["text"].encode("utf-8"))
+        if secret_share(text, findings) > max_share:
+            return "mostly_secrets"
+    return None
+
+
+def _decide(params: FilterParams, payload_chars: int, schema: pa.Schema,
+            redact_max_share: float | None = None):
+    """mapInArrow function: bronze rows → the same rows with signals, outcome and reason, kept
+    rows redacted unless ``redact_max_share`` is None."""
     import pyarrow as pa
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -53,6 +78,8 @@ def _decide(params: FilterParams, payload_chars: int, schema: pa.Schema):
                 try:
                     reason = first_reason(doc, params)
                     row.update(quality_signals(doc))
+                    if reason is None and redact_max_share is not None:
+                        reason = _redacted(row, redact_max_share)
                     row["_outcome"], row["_reason"] = (DROPPED, reason) if reason else (KEPT, None)
                 except Exception as exc:  # noqa: BLE001 - one bad file must not stop the job
                     row["payload"] = preview(row["text"], payload_chars)
@@ -72,7 +99,8 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     decided = map_in_arrow(
         files,
         _decide(cfg.filter.params, cfg.ingest.quarantine_payload_chars,
-                arrow_schema(DECIDED_SCHEMA)),
+                arrow_schema(DECIDED_SCHEMA),
+                cfg.filter.secrets_max_share if cfg.filter.redact else None),
         DECIDED_SCHEMA)
     persisted = []
     if cfg.filter.max_samples is not None:
@@ -93,12 +121,14 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     return StageResult(
         input_rows=files.select(F.col("size_bytes").alias("_bytes")),
         decided=decided,
-        kept_columns=FILE_COLUMNS + tuple(s.split(" ")[0] for s in SIGNALS.split(", ")),
+        kept_columns=FILE_COLUMNS + tuple(s.split(" ")[0] for s in SIGNALS.split(", "))
+        + ("redactions",),
         persisted=persisted,
     )
 
 
 STAGE = Stage(
     name="filter", inputs=("bronze.files",), output="silver.files", build=build,
-    description="quality rules (license, stars, size, lines, alpha, long lines, encoded, autogen)",
+    description="quality rules (license, stars, size, lines, alpha, long lines, encoded, "
+                "autogen), then secret/PII redaction",
 )

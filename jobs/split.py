@@ -15,7 +15,13 @@ other files of the same repository (the ones just before it by path, within
 ``repo_context_bytes``) in front, in Qwen2.5-Coder's ``<|repo_name|>`` / ``<|file_sep|>`` form
 (``udfs.fim.render_repo_fim``).
 
-Input: silver.unique_files (dedup's output). Decontamination will sit in between when it exists.
+**Decontamination** comes first: a file that holds a benchmark problem or its solution
+(``udfs.decontam``, settings under ``decontam:``) is dropped as ``contaminated`` before any sample
+is cut from it, with a ``detail`` JSON (benchmark, task id, method, matched text) in its
+silver.rejects row. It is part of this stage rather than a stage of its own so that no second
+copy of the corpus is written for it and a rerun decides it again from silver.unique_files.
+
+Input: silver.unique_files (dedup's output).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
+    from udfs.decontam import Decontaminator
+
 INPUT_COLUMNS = ("id", "repo", "path", "language", "license", "stars", "text", "size_bytes")
 
 SAMPLE_COLUMNS = (
@@ -55,7 +63,7 @@ SKIP_COLUMNS = ("file_id string, repo string, path string, language string, task
 SPLIT_SCHEMA = (
     "_kind string, id string, repo string, path string, language string, license string, "
     "stars long, text string, size_bytes long, payload string, _outcome string, _reason string, "
-    "samples long, " + ", ".join(
+    "detail string, samples long, " + ", ".join(
         c for c in SAMPLE_COLUMNS.split(", ")
         if c.split(" ")[0] not in ("file_id", "repo", "path", "language")) + ", "
     "reason string, span_start long, span_end long"
@@ -66,9 +74,10 @@ def _columns(ddl: str) -> list[str]:
     return [c.split(" ")[0] for c in ddl.split(", ")]
 
 
-def _split_batches(params: SplitParams, payload_chars: int, schema: pa.Schema):
+def _split_batches(params: SplitParams, payload_chars: int, schema: pa.Schema,
+                   decontaminator: Decontaminator | None = None):
     """mapInArrow function: file rows → one ``file`` row each, plus its ``sample`` and ``skip``
-    rows."""
+    rows; a contaminated file gets only its ``file`` row."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -78,6 +87,11 @@ def _split_batches(params: SplitParams, payload_chars: int, schema: pa.Schema):
             for f in batch.to_pylist():
                 base = {"id": f["id"], "repo": f["repo"], "path": f["path"],
                         "language": f["language"]}
+                match = decontaminator.check(f["text"] or "") if decontaminator else None
+                if match is not None:
+                    emit(**{**f, "_kind": "file", "_outcome": DROPPED, "_reason": "contaminated",
+                            "detail": match.detail(), "samples": 0})
+                    continue
                 try:
                     res = split_file(f["text"] or "", f["language"], f["path"] or "", f["id"],
                                      params)
@@ -160,11 +174,11 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     rows = map_in_arrow(
         files,
         _split_batches(settings.params, cfg.ingest.quarantine_payload_chars,
-                       arrow_schema(SPLIT_SCHEMA)),
+                       arrow_schema(SPLIT_SCHEMA), cfg.decontam.decontaminator()),
         SPLIT_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     quarantined = F.col("_outcome") == QUARANTINED
     decided = rows.where(F.col("_kind") == "file").select(
-        *INPUT_COLUMNS, "_outcome", "_reason", "parse_status", "samples",
+        *INPUT_COLUMNS, "_outcome", "_reason", "detail", "parse_status", "samples",
         F.when(quarantined, F.lit("silver.unique_files")).alias("source_kind"),
         F.when(quarantined, F.concat_ws("/", "repo", "path")).alias("source"),
         "payload", F.col("size_bytes").alias("_bytes"))
@@ -187,5 +201,6 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
 
 STAGE = Stage(
     name="split", inputs=("silver.unique_files",), output="gold.samples", build=build,
-    description="tree-sitter split into function/class/docstring completion, FIM and fallback",
+    description="benchmark decontamination, then tree-sitter split into function/class/"
+                "docstring completion, FIM and fallback",
 )

@@ -134,7 +134,7 @@ def describe(exc: ValidationError, root: type, title: str,
             owner = tagged[tags[0]] if tags else _model_at(root, loc)
             allowed = ", ".join(sorted(_fields(owner))) if owner is not None else "?"
             lines.append(f"{key}: unknown key; allowed keys here: {allowed}")
-        elif not loc:  # a check across keys: its message names them
+        elif not loc or err["type"] == "value_error":  # our own checks name their keys
             lines.append(str(err["msg"]).removeprefix("Value error, "))
         else:
             lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")

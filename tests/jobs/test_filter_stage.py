@@ -112,7 +112,8 @@ def test_a_rule_that_raises_quarantines_the_row(monkeypatch):
 
 def _arrow_schema_without_spark():
     fields = []
-    kinds = {"string": pa.string(), "long": pa.int64(), "double": pa.float64()}
+    kinds = {"string": pa.string(), "long": pa.int64(), "double": pa.float64(),
+             "map<string,int>": pa.map_(pa.string(), pa.int32())}
     for spec in DECIDED_SCHEMA.split(", "):
         name, kind = spec.split(" ")
         fields.append(pa.field(name, kinds[kind]))

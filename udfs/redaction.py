@@ -1,0 +1,262 @@
+"""Secrets and personal data in source code: found, typed, and redacted so the code still parses.
+
+``find_secrets(text)`` returns typed spans; ``redact(text)`` replaces each with a placeholder and
+counts them by type. Placeholders (``<EMAIL>``, ``<IP_ADDRESS>``, ``<KEY>``, ``<PASSWORD>``) hold
+no quote, backslash or newline, and only the secret's own characters are replaced (inside a string
+literal, the literal stays a literal), so a file that parsed before still parses. The same
+functions serve the filter stage (source files) and the chat-log source (messages).
+
+What is found, and by what:
+
+* **detect-secrets** (Yelp, 1.5; run in-process on single lines, no temporary files): its
+  ``KeywordDetector`` (a value assigned to a name like password/secret/token/api_key, in the
+  assignment syntaxes of many languages and config formats). It is run only on lines that
+  mention such a name: at ~0.1 ms a line, every line of a large corpus would cost more than the
+  rest of the filter stage.
+  A keyword value is kept unless it looks random enough to be a credential (``_credential_like``):
+  detect-secrets reports ``password = "password"`` and ``token = "<your token>"`` too.
+* **Hand-written patterns** where detect-secrets reports a partial value that cannot be redacted
+  by span — GitHub tokens (only the ``ghp`` prefix), JWTs (without the signature), private keys
+  (only the ``BEGIN`` line) — or misses what it should find: its ``BasicAuthDetector`` refuses a
+  URL password holding any of RFC 3986's sub-delimiters (``! $ & ' ( ) * + , ; =``), which
+  userinfo allows; or has no detector: Google API keys, e-mail addresses, IPv6, and the current
+  ``sk-proj-`` OpenAI keys. Each follows the issuer's published format (AWS key ids
+  ``AKIA…`` + 16; GitHub ``ghp_`` etc. + 36, ``github_pat_`` + 82; GitLab ``glpat-`` + 20; Slack
+  ``xox[abposr]-``; Stripe ``sk_live_``/``rk_live_``; Google ``AIza`` + 35; JWT three base64url
+  parts starting ``eyJ``) and is tested positive and negative.
+* **Filters** against what looks like a secret and is not (bigcode's PII pipeline for The Stack
+  filtered the same): e-mail addresses at example/test/invalid/localhost domains or at
+  ``git@``/``noreply``; IP addresses that are private, loopback, link-local, reserved or
+  documentation ranges (``ipaddress``'s ``is_global``), or that look like version numbers;
+  hex digests (git SHAs, lockfile hashes), UUIDs and version strings are never keyword secrets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+
+EMAIL, IP_ADDRESS, KEY, PASSWORD = "EMAIL", "IP_ADDRESS", "KEY", "PASSWORD"
+PLACEHOLDER = {EMAIL: "<EMAIL>", IP_ADDRESS: "<IP_ADDRESS>", KEY: "<KEY>", PASSWORD: "<PASSWORD>"}
+KINDS = (EMAIL, IP_ADDRESS, KEY, PASSWORD)
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    start: int
+    end: int
+    kind: str  # EMAIL | IP_ADDRESS | KEY | PASSWORD
+    detector: str  # which pattern or detect-secrets plugin found it
+
+
+# --- keys with a published format -------------------------------------------------------------
+_KEY_PATTERNS: dict[str, re.Pattern] = {
+    "aws_access_key_id": re.compile(
+        r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16}(?![A-Z0-9])"),
+    "aws_secret_access_key": re.compile(
+        r"(?i)aws_?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?(?P<v>[A-Za-z0-9/+=]{40})"
+        r"(?![A-Za-z0-9/+=])"),
+    "github_token": re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36}|"
+                               r"github_pat_[A-Za-z0-9_]{82})(?![A-Za-z0-9_])"),
+    "gitlab_token": re.compile(r"(?<![A-Za-z0-9_-])glpat-[A-Za-z0-9_-]{20}(?![A-Za-z0-9_-])"),
+    "slack_token": re.compile(r"(?<![A-Za-z0-9-])xox[abposr]-(?:[0-9A-Za-z]+-){1,4}[0-9A-Za-z]+"),
+    "slack_webhook": re.compile(
+        r"https://hooks\.slack\.com/services/(?P<v>T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,})"),
+    "stripe_key": re.compile(r"(?<![A-Za-z0-9_])[rs]k_live_[A-Za-z0-9]{16,}(?![A-Za-z0-9_])"),
+    "google_api_key": re.compile(r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])"),
+    "openai_key": re.compile(
+        r"(?<![A-Za-z0-9_-])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}T3BlbkFJ"
+        r"[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])|(?<![A-Za-z0-9_-])sk-[A-Za-z0-9]{48}"
+        r"(?![A-Za-z0-9_-])"),
+    "jwt": re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\."
+                      r"[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_-])"),
+}
+# literal strings one of which a pattern's match contains: a pattern runs only on text that holds
+# one (``in`` is a memchr-speed scan; the patterns' lookbehinds are not)
+_KEY_HINTS: dict[str, tuple[str, ...]] = {
+    "aws_access_key_id": ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA"),
+    "aws_secret_access_key": ("ecret", "ECRET"),
+    "github_token": ("gh", "github_pat_"),
+    "gitlab_token": ("glpat-",),
+    "slack_token": ("xox",),
+    "slack_webhook": ("hooks.slack.com",),
+    "stripe_key": ("k_live_",),
+    "google_api_key": ("AIza",),
+    "openai_key": ("sk-",),
+    "jwt": ("eyJ",),
+}
+_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+                          r"(?P<body>[\s\S]{0,8192}?)-----END (?:[A-Z0-9]+ )*PRIVATE KEY")
+# the base64 payload inside a private key block, run by run: quotes, newlines and string
+# concatenation around it stay as they are
+_KEY_BODY = re.compile(r"[A-Za-z0-9+/=]{16,}")
+
+# --- e-mail addresses and IP addresses ----------------------------------------------------------
+_EMAIL = re.compile(r"(?<![\w.+%-])(?P<local>[A-Za-z0-9][A-Za-z0-9._%+-]{0,63})@"
+                    r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+                    r"[A-Za-z]{2,24})(?![\w-])")
+_EXAMPLE_DOMAINS = re.compile(r"(?:^|\.)(?:example\.(?:com|org|net|edu)|example|test|invalid|"
+                              r"localhost|local|domain\.com|email\.com|company\.com)$", re.I)
+_NOT_A_TLD = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "js", "ts", "py",
+                        "css", "html", "json", "md", "txt", "min"})
+_NOT_PERSONAL = frozenset({"git", "noreply", "no-reply", "nobody", "root", "user", "username",
+                           "name", "email", "someone", "somebody", "foo", "bar", "you", "me"})
+_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+                   r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])")
+# a run of hex digits and colons with at least two colons; ``ipaddress`` decides if it is one
+_IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:]{3,39}"
+                   r"(?![\w:.])")
+_FULL_IPV6_HINT = re.compile(r"[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
+_VERSIONISH = re.compile(r"(?i)(?:(?<![a-z])(?:version|ver|v|release)|==|>=|<=|~=|\^)\s*[:=]?\s*[\"'(\[]?\s*$")
+
+# --- passwords in URLs and credential assignments (detect-secrets) -----------------------------
+_TRIGGER = re.compile(r"(?i)passw|pwd|secret|token|api_?key|auth_?key|credential|private_?key")
+# scheme://user:password@host, userinfo as RFC 3986 allows it (unreserved, %-encoded, sub-delims)
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,15}://[A-Za-z0-9._~%!$&'()*+,;=-]{1,64}:"
+                           r"(?P<v>[A-Za-z0-9._~%!$&'()*+,;=-]{1,128})@[A-Za-z0-9]")
+_HEX_DIGEST = re.compile(r"^(?:sha\d{1,3}[-:])?[0-9a-fA-F]{32,128}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                   r"[0-9a-fA-F]{12}$")
+_VERSION = re.compile(r"^v?\d+(?:\.\d+){1,3}(?:[-+.][0-9A-Za-z.]+)?$")
+# words, maybe joined by _ . - (an enum value, a setting's name): no digit, no other symbol
+_WORDS = re.compile(r"^[A-Za-z]+(?:[_.-][A-Za-z]+)*$")
+_TEMPLATE = re.compile(r"[<>{}$%]|^\*+$|^x+$|(?i:^(?:changeme|password|secret|token|none|null|"
+                       r"true|false|undefined|example|test|dummy|redacted|xxx+)$)")
+
+
+def _entropy(value: str) -> float:
+    counts: dict[str, int] = {}
+    for ch in value:
+        counts[ch] = counts.get(ch, 0) + 1
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def _credential_like(value: str) -> bool:
+    """A keyword value worth redacting: 8–256 characters, no spaces, not a template, a known
+    non-secret shape or plain words (``privateKeyUsagePeriod``), and mixed enough to be chosen rather than a word (Shannon entropy ≥ 3 bits
+    per character: ``hunter2hunter2`` 2.8, ``S3cr3t!pa55word`` 3.4)."""
+    if not 8 <= len(value) <= 256 or any(ch.isspace() for ch in value):
+        return False
+    if _TEMPLATE.search(value) or _HEX_DIGEST.match(value) or _UUID.match(value) or \
+            _VERSION.match(value) or _WORDS.match(value):
+        return False
+    return _entropy(value) >= 3.0
+
+
+@cache
+def _detect_secrets_plugins():
+    """detect-secrets' keyword plugin, built once per process."""
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+    by_name = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
+    return (by_name["KeywordDetector"](),)
+
+
+def _scan_line(line: str):
+    """(detect-secrets plugin, value) found in one line. Called on the plugin directly:
+    detect-secrets' ``scan_line`` rebuilds its settings for every line, which cost more than the
+    scan itself; its filters are ours (``_credential_like``)."""
+    for plugin in _detect_secrets_plugins():
+        for secret in plugin.analyze_line(filename="code", line=line, line_number=0):
+            if secret.secret_value:
+                yield plugin.__class__.__name__, secret.secret_value
+
+
+_URL_AUTHORITY = re.compile(r"://[^\s/@'\"]*$")
+
+
+def _emails(text: str):
+    if "@" not in text:
+        return
+    for m in _EMAIL.finditer(text):
+        if _URL_AUTHORITY.search(text[max(0, m.start() - 256):m.start()]):
+            continue  # user:password@host in a URL: the password is found as such
+        local, domain = m.group("local").lower(), m.group("domain").lower()
+        if _EXAMPLE_DOMAINS.search(domain) or domain.rsplit(".", 1)[-1] in _NOT_A_TLD \
+                or local in _NOT_PERSONAL:
+            continue
+        yield Finding(m.start(), m.end(), EMAIL, "email")
+
+
+def _public_ips(text: str):
+    for pattern, detector in ((_IPV4, "ipv4"), (_IPV6, "ipv6")):
+        if detector == "ipv6" and "::" not in text and not _FULL_IPV6_HINT.search(text):
+            continue
+        for m in pattern.finditer(text):
+            try:
+                address = ipaddress.ip_address(m.group())
+            except ValueError:
+                continue
+            if not address.is_global or address.is_multicast:
+                continue
+            if detector == "ipv4" and _VERSIONISH.search(text[max(0, m.start() - 12):m.start()]):
+                continue
+            groups = [g for g in m.group().split(":") if g]
+            if detector == "ipv6" and (len(groups) < 3 or max(map(len, groups)) < 3):
+                continue  # slices (a[1::2]) and times (12:30:45) are not addresses
+            yield Finding(m.start(), m.end(), IP_ADDRESS, detector)
+
+
+def _keys(text: str):
+    for detector, pattern in _KEY_PATTERNS.items():
+        if not any(hint in text for hint in _KEY_HINTS[detector]):
+            continue
+        for m in pattern.finditer(text):
+            start, end = m.span("v") if "v" in pattern.groupindex else m.span()
+            yield Finding(start, end, KEY, detector)
+    for m in _PRIVATE_KEY.finditer(text) if "PRIVATE KEY" in text else ():
+        offset = m.start("body")
+        for run in _KEY_BODY.finditer(m.group("body")):
+            yield Finding(offset + run.start(), offset + run.end(), KEY, "private_key")
+
+
+def _passwords(text: str):
+    if "://" in text:
+        for m in _URL_PASSWORD.finditer(text):
+            yield Finding(*m.span("v"), PASSWORD, "url_password")
+    at = 0
+    for line in text.splitlines(keepends=True):
+        if _TRIGGER.search(line) and len(line) <= 4096:
+            for plugin, value in _scan_line(line.rstrip("\r\n")):
+                if plugin == "KeywordDetector" and not _credential_like(value):
+                    continue
+                i = line.find(value)
+                while i >= 0:
+                    yield Finding(at + i, at + i + len(value), PASSWORD, plugin)
+                    i = line.find(value, i + len(value))
+        at += len(line)
+
+
+def find_secrets(text: str) -> list[Finding]:
+    """Every secret and personal datum in ``text``, as non-overlapping spans in text order (of
+    overlapping ones, the earliest, then the longest, wins)."""
+    found = sorted([*_keys(text), *_passwords(text), *_emails(text), *_public_ips(text)],
+                   key=lambda f: (f.start, -(f.end - f.start)))
+    out: list[Finding] = []
+    for f in found:
+        if not out or f.start >= out[-1].end:
+            out.append(f)
+    return out
+
+
+def redact(text: str) -> tuple[str, dict[str, int]]:
+    """``text`` with every finding replaced by its placeholder, and the count of each kind."""
+    findings = find_secrets(text)
+    if not findings:
+        return text, {}
+    parts, counts, at = [], {}, 0
+    for f in findings:
+        parts += [text[at:f.start], PLACEHOLDER[f.kind]]
+        counts[f.kind] = counts.get(f.kind, 0) + 1
+        at = f.end
+    parts.append(text[at:])
+    return "".join(parts), counts
+
+
+def secret_share(text: str, findings: list[Finding]) -> float:
+    """The share of the text's characters that are secrets (for ``mostly_secrets``)."""
+    return sum(f.end - f.start for f in findings) / max(len(text), 1)
