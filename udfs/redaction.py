@@ -92,7 +92,7 @@ _PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?----
                           r"(?P<body>[\s\S]{0,8192}?)-----END (?:[A-Z0-9]+ )*PRIVATE KEY")
 # the base64 payload inside a private key block, run by run: quotes, newlines and string
 # concatenation around it stay as they are
-_KEY_BODY = re.compile(r"[A-Za-z0-9+/=]{16,}")
+_KEY_BODY = re.compile(r"(?<!\\)[A-Za-z0-9+/=]{16,}")  # not the n of a \\n escape
 
 # --- e-mail addresses and IP addresses ----------------------------------------------------------
 _EMAIL = re.compile(r"(?<![\w.+%-])(?P<local>[A-Za-z0-9][A-Za-z0-9._%+-]{0,63})@"
@@ -117,14 +117,21 @@ _TRIGGER = re.compile(r"(?i)passw|pwd|secret|token|api_?key|auth_?key|credential
 # scheme://user:password@host, userinfo as RFC 3986 allows it (unreserved, %-encoded, sub-delims)
 _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,15}://[A-Za-z0-9._~%!$&'()*+,;=-]{1,64}:"
                            r"(?P<v>[A-Za-z0-9._~%!$&'()*+,;=-]{1,128})@[A-Za-z0-9]")
-_HEX_DIGEST = re.compile(r"^(?:sha\d{1,3}[-:])?[0-9a-fA-F]{32,128}$")
+_HEX_DIGEST = re.compile(r"^(?:sha\d{1,3}[-:])?[0-9a-fA-F]{16,128}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                    r"[0-9a-fA-F]{12}$")
 _VERSION = re.compile(r"^v?\d+(?:\.\d+){1,3}(?:[-+.][0-9A-Za-z.]+)?$")
-# words, maybe joined by _ . - (an enum value, a setting's name): no digit, no other symbol
-_WORDS = re.compile(r"^[A-Za-z]+(?:[_.-][A-Za-z]+)*$")
-_TEMPLATE = re.compile(r"[<>{}$%]|^\*+$|^x+$|(?i:^(?:changeme|password|secret|token|none|null|"
-                       r"true|false|undefined|example|test|dummy|redacted|xxx+)$)")
+_LETTERS = re.compile(r"^[A-Za-z]+(?:[_.-][A-Za-z]+)*$")
+_SEGMENTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+_TEMPLATE = re.compile(r"\$\{|\{\{|\{[\w.]*\}|<[^>]*>|%(?:\(\w+\))?[sdrfi]|^\*+$|^x+$|"
+                       r"(?i:^(?:changeme|password|secret|token|none|null|true|false|undefined|"
+                       r"example|test|dummy|redacted|xxx+)$)")
+# name = "value", name: "value", "name": "value", name := "value" for the names detect-secrets
+# looks for; hand-written beside it because its value pattern must start with a letter or digit
+# (a chosen password like "!rnPf0jWsqRoW" or "&ST6IaX&q*A2h9Uz" was missed)
+_QUOTED_ASSIGNMENT = re.compile(
+    r"(?i)[\w.-]*(?:passw(?:or)?d|passwd|pwd|secret|token|api_?key|auth_?key|credentials?)"
+    r"[\w.-]*[\"']?\s*(?::=|=|:)\s*(?P<q>[\"'])(?P<v>[^\"'\s\\]{8,256})(?P=q)")
 
 
 def _entropy(value: str) -> float:
@@ -135,16 +142,25 @@ def _entropy(value: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
+def _words(value: str) -> bool:
+    """Letters only, in words of three or more (an enum value, a setting's name:
+    ``privateKeyUsagePeriod``, ``DEPLOYMENT_SECRET_SCOPE``), not random letters (``RDXNfPxOMFQ``)."""
+    return bool(_LETTERS.match(value)) and all(
+        len(w) >= 3 for w in _SEGMENTS.findall(value))
+
+
 def _credential_like(value: str) -> bool:
     """A keyword value worth redacting: 8–256 characters, no spaces, not a template, a known
-    non-secret shape or plain words (``privateKeyUsagePeriod``), and mixed enough to be chosen rather than a word (Shannon entropy ≥ 3 bits
-    per character: ``hunter2hunter2`` 2.8, ``S3cr3t!pa55word`` 3.4)."""
+    non-secret shape or plain words, and mixed enough to be chosen rather than typed as a word:
+    Shannon entropy at least 0.75 × log2(length) bits per character (the most a string of that
+    length can have is log2(length); ``hunter2hunter2`` 2.8 < 2.86, ``S3cr3t!pa55word`` 3.4 ≥
+    2.93)."""
     if not 8 <= len(value) <= 256 or any(ch.isspace() for ch in value):
         return False
     if _TEMPLATE.search(value) or _HEX_DIGEST.match(value) or _UUID.match(value) or \
-            _VERSION.match(value) or _WORDS.match(value):
+            _VERSION.match(value) or _words(value):
         return False
-    return _entropy(value) >= 3.0
+    return _entropy(value) >= 0.75 * math.log2(len(value))
 
 
 @cache
@@ -218,6 +234,10 @@ def _passwords(text: str):
     if "://" in text:
         for m in _URL_PASSWORD.finditer(text):
             yield Finding(*m.span("v"), PASSWORD, "url_password")
+    if _TRIGGER.search(text):
+        for m in _QUOTED_ASSIGNMENT.finditer(text):
+            if _credential_like(m.group("v")):
+                yield Finding(*m.span("v"), PASSWORD, "assignment")
     at = 0
     for line in text.splitlines(keepends=True):
         if _TRIGGER.search(line) and len(line) <= 4096:

@@ -134,8 +134,9 @@ def describe(exc: ValidationError, root: type, title: str,
             owner = tagged[tags[0]] if tags else _model_at(root, loc)
             allowed = ", ".join(sorted(_fields(owner))) if owner is not None else "?"
             lines.append(f"{key}: unknown key; allowed keys here: {allowed}")
-        elif not loc or err["type"] == "value_error":  # our own checks name their keys
-            lines.append(str(err["msg"]).removeprefix("Value error, "))
+        elif not loc or err["type"] == "value_error":  # a check of ours: its message says why
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(msg if not key or msg.startswith(key) else f"{key}: {msg}")
         else:
             lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
     return f"{title}:\n  " + "\n  ".join(lines)

@@ -32,8 +32,8 @@ def test_curation_flags_become_overrides():
         ("filter.params.unknown_stars=maybe", "filter.params.unknown_stars: Input should be "
                                               "'keep' or 'drop'"),
         ("filter.params.min_lines=many", "filter.params.min_lines: Input should be a valid integer"),
-        ("bogus=1", "bogus: unknown key; allowed keys here: dedup, filter, ingest, lakehouse, sft, "
-                    "spark, split, stages"),
+        ("bogus=1", "bogus: unknown key; allowed keys here: decontam, dedup, filter, ingest, "
+                    "lakehouse, sft, spark, split, stages"),
         ("ingest.sources=[{kind: tree, path: x, depth: 1}]",
          "ingest.sources.0.depth: unknown key; allowed keys here: kind, layout, path"),
         ("filter.params.rules=[lines, vibes]", "filter.params.rules: unknown rule(s) vibes"),
@@ -41,7 +41,7 @@ def test_curation_flags_become_overrides():
                                     "'split' or 'build_sft'"),
         ("sft.augmentations=[debug, dance]", "sft.augmentations.1: Input should be"),
         ("sft.templates=conf/nope.yaml", "sft.templates: file not found"),
-        ("split.params.fim_rate=2", "split.params: Value error, fim_rate: must be in [0, 1]"),
+        ("split.params.fim_rate=2", "split.params: fim_rate: must be in [0, 1]"),
         ("split.params.tasks=[fim, summarize]", "tasks: unknown ['summarize']; allowed: "
                                                 "function_completion, class_completion"),
         ("split.params.max_depth=3", "split.params.max_depth: unknown key; allowed keys here: "
