@@ -143,10 +143,14 @@ def _entropy(value: str) -> float:
 
 
 def _words(value: str) -> bool:
-    """Letters only, in words of three or more (an enum value, a setting's name:
-    ``privateKeyUsagePeriod``, ``DEPLOYMENT_SECRET_SCOPE``), not random letters (``RDXNfPxOMFQ``)."""
-    return bool(_LETTERS.match(value)) and all(
-        len(w) >= 3 for w in _SEGMENTS.findall(value))
+    """Letters only, as an identifier or a setting's name: snake_case in one case
+    (``layer_token_lr_schedule``, ``DEPLOYMENT_SECRET_SCOPE``), or words of three or more
+    letters (``privateKeyUsagePeriod``) — not random letters (``RDXNfPxOMFQ``)."""
+    if not _LETTERS.match(value):
+        return False
+    if "_" in value and (value.islower() or value.isupper()):
+        return True
+    return all(len(w) >= 3 for w in _SEGMENTS.findall(value))
 
 
 def _credential_like(value: str) -> bool:
@@ -233,7 +237,8 @@ def _keys(text: str):
 def _passwords(text: str):
     if "://" in text:
         for m in _URL_PASSWORD.finditer(text):
-            yield Finding(*m.span("v"), PASSWORD, "url_password")
+            if not _TEMPLATE.search(m.group("v")):  # postgresql://user:password@host
+                yield Finding(*m.span("v"), PASSWORD, "url_password")
     if _TRIGGER.search(text):
         for m in _QUOTED_ASSIGNMENT.finditer(text):
             if _credential_like(m.group("v")):

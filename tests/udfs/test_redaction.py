@@ -108,3 +108,11 @@ def test_redacted_code_still_parses(grammar):
     assert counts == {KEY: 1, EMAIL: 1, IP_ADDRESS: 1}, text
     after = parse(text.encode(), grammar)
     assert not after.root_node.has_error, (grammar, text)
+
+
+@pytest.mark.parametrize("line", [
+    'dsn = "postgresql://user:password@localhost/db"',  # documentation's placeholder password
+    'token = "layer_token_lr_schedule"',  # a snake_case name
+])
+def test_documentation_placeholders_and_names_are_left_alone(line):
+    assert find_secrets(line) == []
