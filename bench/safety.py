@@ -177,6 +177,15 @@ def _public_ipv4(rng) -> str:
             return str(ip)
 
 
+def _public_ipv6(rng) -> str:
+    import ipaddress
+
+    while True:  # 2000::/3, global unicast
+        ip = ipaddress.IPv6Address((0x2 << 124) | rng.getrandbits(124) | (rng.getrandbits(1) << 125))
+        if ip.is_global:
+            return ip.compressed
+
+
 def _password(rng, symbols: str = "!#%&*+-.") -> str:
     while True:
         value = _chars(rng, rng.randrange(10, 20), ALNUM + symbols)
@@ -218,6 +227,7 @@ SECRETS = {
               f"{_chars(r, 6, string.ascii_lowercase)}@{_chars(r, 7, string.ascii_lowercase)}"
               ".com", lambda v: f"# maintainer: {v}"),
     "ipv4": ("IP_ADDRESS", _public_ipv4, lambda v: f'UPSTREAM_HOST = "{v}"'),
+    "ipv6": ("IP_ADDRESS", _public_ipv6, lambda v: f'UPSTREAM_HOST6 = "{v}"'),
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -304,9 +304,17 @@ class PipelineConfig(_Strict):
     split: SplitSettings = SplitSettings()
     sft: SftSettings = SftSettings()
 
+    # settings that choose where and how fast the data is made, never what it is: the ledger's
+    # config hash leaves them out, so equal hashes mean equal settings for the data
+    NOT_HASHED: ClassVar[dict] = {"lakehouse": True, "spark": True, "stages": True,
+                  "dedup": {"one_task_edges": True, "one_task_files": True,
+                            "broadcast_rows": True, "direct_reads": True, "direct_writes": True,
+                            "max_rounds": True}}
+
     def config_hash(self) -> str:
-        """First 16 hex chars of SHA-256 over the canonical JSON of the config."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """First 16 hex chars of SHA-256 over the canonical JSON of the settings that decide the
+        output (all but ``NOT_HASHED``)."""
+        blob = json.dumps(self.model_dump(mode="json", exclude=self.NOT_HASHED), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

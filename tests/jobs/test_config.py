@@ -72,3 +72,13 @@ def test_config_hash_changes_with_content():
     assert load_config().config_hash() == load_config().config_hash()
     assert load_config().config_hash() != load_config(
         overrides=["filter.params.min_lines=3"]).config_hash()
+    assert load_config().config_hash() != load_config(
+        overrides=["dedup.threshold=0.8"]).config_hash()
+
+
+def test_config_hash_ignores_where_and_how_fast():
+    base = load_config().config_hash()
+    for override in ("lakehouse=/elsewhere", "spark.master=local[1]", "stages=[ingest]",
+                     "dedup.direct_reads=false", "dedup.direct_writes=false",
+                     "dedup.one_task_files=0", "dedup.broadcast_rows=0"):
+        assert load_config(overrides=[override]).config_hash() == base, override
