@@ -133,8 +133,9 @@ _VERSION = re.compile(r"^v?\d+(?:\.\d+){1,3}(?:[-+.][0-9A-Za-z.]+)?$")
 _LETTERS = re.compile(r"^[A-Za-z]+(?:[_.-][A-Za-z]+)*$")
 _SEGMENTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 _TEMPLATE = re.compile(r"\$\{|\{\{|\{[\w.]*\}|<[^>]*>|%(?:\(\w+\))?[sdrfi]|^\*+$|^x+$|"
-                       r"(?i:^(?:changeme|password|secret|token|none|null|true|false|undefined|"
-                       r"example|test|dummy|redacted|xxx+)$)")
+                       r"(?i:^(?:changeme|password|passwd|pass|pwd|pw|secret|token|user|username|"
+                       r"none|null|true|false|undefined|example|test|dummy|redacted|xxx+)$)|"
+                       r"^urn:")
 # name = "value", name: "value", "name": "value", name := "value" for the names detect-secrets
 # looks for; hand-written beside it because its value pattern must start with a letter or digit
 # (a chosen password like "!rnPf0jWsqRoW" or "&ST6IaX&q*A2h9Uz" was missed)

@@ -116,3 +116,11 @@ def test_redacted_code_still_parses(grammar):
 ])
 def test_documentation_placeholders_and_names_are_left_alone(line):
     assert find_secrets(line) == []
+
+
+@pytest.mark.parametrize("line", [
+    'url = "http://user:pass@proxy.local:3128"',
+    'GRANT = "urn:ietf:params:oauth:token-type:jwt"',
+])
+def test_placeholder_words_and_urns_are_left_alone(line):
+    assert find_secrets(line) == []
