@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
+    if not console.is_terminal:
+        # a file or a pipe has no width to fit: never cut a number or a path to 80 columns
+        console.width = max(console.width, 240)
     dry = any(r.dry_run for r in result.reports)
     title = f"codemill run {result.run_id}" + (" (dry run: nothing written)" if dry else "")
     stages = Table(title=title)
@@ -20,7 +23,7 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
                 "MB out", "seconds"):
         # stage names never wrap: a narrow terminal squeezes the numbers' headers instead
         stages.add_column(col, justify="left" if col == "stage" else "right",
-                          no_wrap=col == "stage", min_width=9 if col == "stage" else None)
+                          no_wrap=True, min_width=9 if col == "stage" else None)
     for r in result.reports:
         stages.add_row(r.stage, f"{r.rows_in:,}", f"{r.rows_out:,}", f"{r.rows_dropped:,}",
                        f"{r.rows_quarantined:,}",
