@@ -26,7 +26,7 @@ def local_frame(spark: SparkSession, rows: list[dict], ddl: str) -> DataFrame:
 
     ``createDataFrame`` of a Python list pickles the rows into an RDD whose tasks run in Python
     workers of a second daemon, which has none of ``jobs.pyworker``'s zip importers, and costs a
-    Python job where the JVM alone would do (bench/RESULTS.md, dedup speed session 14).
+    Python job where the JVM alone would do.
     """
     import pyarrow as pa
 

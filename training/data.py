@@ -139,6 +139,14 @@ def pack(examples: list[tuple[list[int], list[int], float]], max_length: int,
     return Packed(input_ids, out_labels, positions, weights, lens, truncated)
 
 
+def table_version(lakehouse: str, table: str) -> int:
+    """The latest Delta version of ``table`` (``layer.name``) under ``lakehouse``."""
+    from deltalake import DeltaTable
+
+    layer, _, name = table.partition(".")
+    return DeltaTable(str(Path(lakehouse) / layer / name)).version()
+
+
 def cache_key(table_path: str, version: int, tokenizer_name: str, max_length: int,
               split: str | None) -> str:
     blob = json.dumps([table_path, version, tokenizer_name, max_length, split])
@@ -156,10 +164,7 @@ def prepare(lakehouse: str, table: str, version: int | None, tokenizer, tokenize
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     if version is None:  # pin the latest version once, so every rank reads the same one
-        from deltalake import DeltaTable
-
-        layer, _, name = table.partition(".")
-        version = DeltaTable(str(Path(lakehouse) / layer / name)).version()
+        version = table_version(lakehouse, table)
     path = cache_dir / f"sft-{cache_key(lakehouse + '/' + table, version, tokenizer_name, max_length, split)}.npz"
     if rank != 0:
         deadline = time.monotonic() + wait_s

@@ -100,6 +100,8 @@ def resolve_run(ckpt_dir: Path, recipe: Recipe, rank: int) -> tuple[str | None, 
                                  f"trained on version {version}: resume with the same version or "
                                  "a new train.output_dir")
             if version is None:
+                from training.data import table_version
+
                 version = table_version(recipe.data.lakehouse, recipe.data.table)
             decided = [tag, manifest, version, None]
         except BaseException as exc:  # noqa: BLE001 - every rank must leave the broadcast
@@ -108,13 +110,6 @@ def resolve_run(ckpt_dir: Path, recipe: Recipe, rank: int) -> tuple[str | None, 
     if decided[3]:
         raise SystemExit(f"rank {rank}: rank 0 could not resolve the run: {decided[3]}")
     return decided[0], decided[1], decided[2]
-
-
-def table_version(lakehouse: str, table: str) -> int:
-    from deltalake import DeltaTable
-
-    layer, _, name = table.partition(".")
-    return DeltaTable(str(Path(lakehouse) / layer / name)).version()
 
 
 # --- checkpoints -----------------------------------------------------------------------------
