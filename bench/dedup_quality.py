@@ -44,7 +44,8 @@ from bench._common import (  # noqa: E402
     with_rows,
     write_silver,
 )
-from udfs.minhash import content_hash, shingles, tokenize  # noqa: E402
+from tests.minhash_reference import content_hash  # noqa: E402
+from udfs.minhash import shingles, tokenize  # noqa: E402
 
 RATES = (0.02, 0.05, 0.1, 0.2, 0.3)
 

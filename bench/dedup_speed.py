@@ -43,7 +43,8 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import machine, read_silver, spark_session, write_silver  # noqa: E402
-from udfs.minhash import content_hash, shingles, tokenize  # noqa: E402
+from tests.minhash_reference import content_hash  # noqa: E402
+from udfs.minhash import shingles, tokenize  # noqa: E402
 
 
 def scaled(table: pa.Table, factor: int) -> pa.Table:

@@ -39,6 +39,7 @@ from jobs.stage import (
     Stage,
     StageResult,
 )
+from udfs.sft import raw_weight
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -241,7 +242,7 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     keep_ids = decided.where(F.col("_outcome") == KEPT).select("sample_id")
     records = built.where(F.col("_kind") == "record").join(keep_ids, "sample_id", "left_semi")
 
-    raw = F.exp(5 * (F.col("quality") - 0.7))
+    raw = raw_weight(F.col("quality"), F.exp)
     # the mean in exact decimal arithmetic: a double sum depends on partition order, and reruns
     # must write identical weights
     mean_raw = float(records.agg(F.avg(raw.cast("decimal(38,18)"))).first()[0] or 1.0)

@@ -129,3 +129,44 @@ def export_table(root: str, table: str, fmt: Literal["jsonl", "parquet"], out: s
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _canonical(value):
+    """A row value as JSON can hold it, the same whatever order Arrow gave a map's entries in."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):  # an Arrow map
+            return sorted(([str(k), _canonical(v)] for k, v in value), key=lambda kv: kv[0])
+        return [_canonical(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    return value
+
+
+def table_checksum(root: str, table: str, version: int | None = None,
+                   exclude: tuple[str, ...] = ()) -> dict:
+    """A checksum of ``table``'s content at ``version`` (default latest) that ignores row order
+    and file layout: the SHA-256 of the sorted SHA-256s of its rows (each row as canonical JSON,
+    without the ``exclude`` columns). Two tables with the same rows have the same checksum,
+    however they were partitioned or written. Returns table, version, rows, columns, sha256."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    path = Lakehouse(None, root).path(table)
+    if not DeltaTable.is_deltatable(path):
+        raise FileNotFoundError(f"no Delta table {table} at {path}")
+    dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
+    dataset = dt.to_pyarrow_dataset()
+    columns = sorted(n for n in dataset.schema.names if n not in exclude)
+    digests = []
+    for batch in dataset.to_batches(columns=columns):
+        for row in pa.Table.from_batches([batch]).to_pylist():
+            line = json.dumps({k: _canonical(v) for k, v in row.items()}, sort_keys=True,
+                              ensure_ascii=False, default=str)
+            digests.append(hashlib.sha256(line.encode("utf-8", "surrogatepass")).digest())
+    digests.sort()
+    return {"table": table, "version": dt.version(), "rows": len(digests), "columns": columns,
+            "sha256": hashlib.sha256(b"".join(digests)).hexdigest()}

@@ -6,6 +6,7 @@
     codemill stage filter --set filter.params.min_lines=5
     codemill tables                              # tables, Delta versions, row counts
     codemill export silver.files --format jsonl --out exports/silver_files
+    codemill checksums --out sums.json           # content checksums of every table (rerun checks)
     codemill jars                                # Delta jars for spark-submit --jars
 
 The training commands (plan, train, launch, merge, eval) are defined in ``training.cli``.
@@ -149,6 +150,38 @@ def export(table: Annotated[str, typer.Argument(help="layer.table, e.g. silver.f
         raise typer.Exit(1) from None
     console.print(f"{table}@{m['delta_version']}: {m['rows']:,} rows in {len(m['files'])} "
                   f"{format} file(s) under {out} (manifest.json)")
+
+
+@app.command()
+def checksums(table: Annotated[Optional[list[str]], typer.Argument(
+                  help="layer.table (default: every table but ops.ledger)")] = None,
+              exclude: Annotated[Optional[list[str]], typer.Option(
+                  help="leave this column out (repeatable)")] = None,
+              out: Annotated[Optional[str], typer.Option(help="also write them to this JSON file")] = None,
+              lakehouse: Annotated[Optional[str], typer.Option(help="lakehouse root")] = None,
+              config: ConfigOpt = None, env: EnvOpt = "local") -> None:
+    """Checksums of tables' sorted rows: equal for equal content, whatever the files or row order.
+
+    ops.ledger is left out by default: its rows record when and how long, which every run changes."""
+    import json
+
+    from jobs.catalog import list_tables, table_checksum
+
+    root = lakehouse or _config(config, env, []).lakehouse
+    names = table or [t.name for t in list_tables(root) if t.name != "ops.ledger"]
+    sums = []
+    for name in names:
+        try:
+            sums.append(table_checksum(root, name, exclude=tuple(exclude or ())))
+        except FileNotFoundError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        s = sums[-1]
+        print(f"{s['sha256']}  {s['table']}@{s['version']}  {s['rows']:,} rows")
+    if out:
+        with open(out, "w") as f:
+            json.dump(sums, f, indent=2)
+            f.write("\n")
 
 
 @app.command()

@@ -149,6 +149,39 @@ class DecontamSettings(_Strict):
                               min_share=self.min_share, min_ngrams=self.min_ngrams)
 
 
+class DedupTuning(_Strict):
+    """How dedup runs, never what it writes: each switch picks one of two ways to the same rows
+    (tests compare them), and ``config_hash`` leaves this section out. A second way is kept only
+    where it makes ``make run``'s whole dedup stage at least 25 % faster (``bench/dedup_paths.py``;
+    figures in bench/RESULTS.md, "Dedup's second paths").
+
+    one_task_files: up to this many files with a signature (after exact deduplication), the
+    candidate pairs and their estimates (``jobs.dedup.candidates.in_one_task``), the exact
+    Jaccards near the threshold and the clusters with their representatives
+    (``jobs.dedup.representatives.in_one_task``) each come from one executor task instead of
+    the distributed steps. That worker holds the signatures twice (4·num_perm bytes each, 1 KiB at
+    256) plus band hashes and ids: 200,000 files peaked at 750 MB. 0: always distributed.
+    broadcast_rows: up to this many files (about 200 bytes each), their decisions are broadcast to
+    the executors to be joined back to the text, and the ids to verify exactly are sent to the
+    tasks that read the text; more, and the text is shuffled to them instead.
+    direct_reads: the signing pass and the exact verification read the text from silver.files'
+    own Parquet files with pyarrow, in the Python tasks, when the table allows it (local files, no
+    deletion vectors, no column mapping, no partitions: ``jobs.direct_io.local_parquet_files``),
+    instead of through Spark's scan. False: always Spark's scan.
+    direct_writes: Python tasks write the stage's tables as Parquet files, and the driver commits
+    them as each table's next version with delta-rs, when the table allows it (it exists, on
+    local files, with Delta's plain protocol and the stage's columns: ``Lakehouse.local_table``):
+    silver.unique_files from silver.files' own files (with direct reads, when no id was ingested
+    twice), silver.dup_clusters and dedup's slice of silver.rejects (without ``rejects_text``)
+    from Spark's rows (``Lakehouse.write_by_tasks``). False: always Spark's Delta writes.
+    """
+
+    one_task_files: int = Field(200_000, ge=0)
+    broadcast_rows: int = Field(500_000, ge=0)
+    direct_reads: bool = True
+    direct_writes: bool = True
+
+
 class DedupSettings(_Strict):
     """Exact and MinHash-LSH near-duplicate removal (``jobs.dedup``; definitions in udfs.minhash).
 
@@ -162,33 +195,8 @@ class DedupSettings(_Strict):
     every LSH candidate as an edge.
     all_pairs_bucket: with verification, LSH buckets of up to this many files link every pair
     (at most n(n-1)/2 edges), larger ones link each file to the bucket's smallest id only.
-    max_rounds: connected-components rounds before the stage fails.
-    one_task_edges: a candidate graph of up to this many edges gets its connected components in
-    one executor task (scipy) instead of large-star/small-star rounds across the cluster; the
-    labels are the same. That task's Python worker peaks at about 450 bytes per edge with 64-hex
-    ids (1 M edges: 2.7 s, ~430 MB, measured). 0: always the rounds.
-    one_task_files: up to this many files with a signature (after exact deduplication), the LSH
-    buckets, candidate pairs and their estimates come from one executor task
-    (``udfs.minhash.candidate_pairs``) instead of the distributed banding (the same pairs), and
-    the exact Jaccards near the threshold from one task that holds each file's shingle set once,
-    and the connected components with each one's representative from one task as well (which
-    receives every signed file, like the first; ``one_task_edges`` then does not apply).
-    That worker holds the signatures twice (as received and in id order: 4·num_perm bytes each,
-    1 KiB at 256) plus band hashes and ids: 200,000 files peaked at 750 MB, 2.8 s (measured with
-    64-hex ids, 256 permutations). 0: always distributed.
-    broadcast_rows: up to this many files (about 200 bytes each), their decisions are broadcast to
-    the executors to be joined back to the text; more, and the text is shuffled to them instead.
-    direct_reads: the signing pass and the exact verification read the text from silver.files'
-    own Parquet files with pyarrow, in the Python tasks, when the table allows it (local files, no
-    deletion vectors, no column mapping, no partitions: ``jobs.direct_io.local_parquet_files``),
-    instead of through Spark's scan; the same rows either way. False: always Spark's scan.
-    direct_writes: Python tasks write the stage's tables as Parquet files, and the driver commits
-    them as each table's next version with delta-rs, when the table allows it (it exists, on
-    local files, with Delta's plain protocol and the stage's columns: ``Lakehouse.local_table``):
-    silver.unique_files from silver.files' own files (with direct reads, when no id was ingested
-    twice), silver.dup_clusters and dedup's slice of silver.rejects (without ``rejects_text``)
-    from Spark's rows (``Lakehouse.write_by_tasks``). The same rows either way. False: always
-    Spark's Delta writes.
+    max_rounds: connected-components rounds before the stage fails (``jobs.dedup.components``).
+    tuning: how, not what (``DedupTuning``): every setting there gives the same tables.
     rejects_text: copy each dropped file's text into its silver.rejects row. Off by default: the
     row names the file (id, repo, path) and its cluster, and the text stays in silver.files at
     the version the ledger row pins (``input_versions``), so a join gives it back (README).
@@ -211,12 +219,8 @@ class DedupSettings(_Strict):
     verify_margin: float = Field(0.15, ge=0.0, le=1.0)
     all_pairs_bucket: int = Field(64, ge=2, le=256)
     max_rounds: int = Field(40, ge=1)
-    one_task_edges: int = Field(1_000_000, ge=0)
-    one_task_files: int = Field(200_000, ge=0)
-    broadcast_rows: int = Field(500_000, ge=0)
-    direct_reads: bool = True
-    direct_writes: bool = True
     rejects_text: bool = False
+    tuning: DedupTuning = DedupTuning()
 
     @model_validator(mode="after")
     def _banding(self):
@@ -307,9 +311,7 @@ class PipelineConfig(_Strict):
     # settings that choose where and how fast the data is made, never what it is: the ledger's
     # config hash leaves them out, so equal hashes mean equal settings for the data
     NOT_HASHED: ClassVar[dict] = {"lakehouse": True, "spark": True, "stages": True,
-                  "dedup": {"one_task_edges": True, "one_task_files": True,
-                            "broadcast_rows": True, "direct_reads": True, "direct_writes": True,
-                            "max_rounds": True}}
+                  "dedup": {"tuning": True, "max_rounds": True}}
 
     def config_hash(self) -> str:
         """First 16 hex chars of SHA-256 over the canonical JSON of the settings that decide the

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from jobs.arrow import arrow_schema
 from jobs.config import PipelineConfig
 from jobs.pyworker import map_in_arrow
-from jobs.schemas import FILE_COLUMNS
+from jobs.schemas import FILE_COLUMNS, SIGNAL_COLUMNS, SIGNALS
 from jobs.stage import (
     DROPPED,
     KEPT,
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
-SIGNALS = "num_lines long, alpha_fraction double, avg_line_length double, max_line_length long"
 REDACTIONS = "redactions map<string,int>"
 DECIDED_SCHEMA = (
     "id string, repo string, path string, language string, license string, stars long, "
@@ -121,7 +120,7 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     return StageResult(
         input_rows=files.select(F.col("size_bytes").alias("_bytes")),
         decided=decided,
-        kept_columns=FILE_COLUMNS + tuple(s.split(" ")[0] for s in SIGNALS.split(", "))
+        kept_columns=FILE_COLUMNS + SIGNAL_COLUMNS
         + ("redactions",),
         persisted=persisted,
     )

@@ -229,7 +229,7 @@ class Lakehouse:
         """(partition columns, table properties), read once per table by this object (its own
         writes keep them up to date). From the table's metadata on the driver (DESCRIBE TABLE,
         SHOW TBLPROPERTIES): ``DeltaTable.detail()`` also sums the size of every file in a Spark
-        job, which cost 0.2 s alone and up to 2.8 s beside a stage's other writes (measured)."""
+        job, which waits behind a stage's other writes."""
         if name not in self._details:
             table = f"delta.`{self.path(name)}`"
             properties = {r["key"]: r["value"]

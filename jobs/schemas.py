@@ -51,6 +51,10 @@ def stats_columns(schema, partitions: tuple[str, ...] = ()) -> str | None:
 
 # The columns of a file row, as bronze.files, silver.files and silver.unique_files share them.
 FILE_COLUMNS = ("id", "repo", "path", "language", "license", "stars", "text", "size_bytes")
+# The quality signals the filter computes for every file it keeps (silver.files and
+# silver.unique_files carry them; dedup's rank and build_sft's quality read them).
+SIGNALS = "num_lines long, alpha_fraction double, avg_line_length double, max_line_length long"
+SIGNAL_COLUMNS = tuple(s.split(" ")[0] for s in SIGNALS.split(", "))
 
 REJECT_SCHEMA = (
     "stage string, reason string, id string, repo string, path string, language string, "

@@ -4,10 +4,10 @@ Everything here is plain Python and numpy; ``jobs.dedup`` calls it per Arrow bat
 
 Definitions (stated once, used by the stage, the tests and the benchmarks alike):
 
-- **Exact-duplicate normalization** (``normalize_for_exact``): line endings become ``\\n``,
+- **Exact-duplicate normalization**: line endings become ``\\n``,
   trailing whitespace (``str.rstrip``) is removed from every line, and trailing blank lines at
-  the end of the file are removed. ``content_hash`` is the SHA-256 of the normalized text in UTF-8;
-  ``content_hashes`` gives the same for a whole batch (normalization in one compiled pass).
+  the end of the file are removed. The content hash is the SHA-256 of the normalized text in UTF-8;
+  ``content_hashes`` computes it for a whole batch (normalization in one compiled pass).
 - **Tokens** (``tokenize``): maximal runs of ASCII letters, digits, ``_`` and non-ASCII
   characters, i.e. identifiers, keywords and numbers; ASCII operators, punctuation and whitespace
   separate tokens and are dropped. This follows BigCode's near-deduplication of The Stack
@@ -28,8 +28,8 @@ Definitions (stated once, used by the stage, the tests and the benchmarks alike)
   prime), a shingle's hash is the low 32 bits of ``Σ t_k·P^(n-1-k) mod 2^64`` over its n token
   hashes (``P = 0x9E3779B97F4A7C15``). ``poly`` is hand-written because every token and shingle
   hash of a batch comes out of one compiled pass (numba) over the batch's UTF-8 buffer, with no
-  Python object per token: 170 MB/s per core against about 4 MB/s for tokenizing with ``re`` and
-  one SHA-1 call per shingle (bench/RESULTS.md). ``shingle_hash``
+  Python object per token, where tokenizing with ``re`` and one SHA-1 call per shingle is
+  tens of times slower (bench/RESULTS.md, "Dedup speed"). ``shingle_hash``
   gives the same value for one shingle's bytes, so datasketch takes it as its ``hashfunc``.
 - **Permutations**: datasketch ≥ 2.0's ``affine32`` scheme, so signatures equal
   ``datasketch.MinHash(num_perm, seed, hashfunc)`` exactly: the 32-bit hash is pre-mixed with the
@@ -37,7 +37,7 @@ Definitions (stated once, used by the stage, the tests and the benchmarks alike)
   drawn from ``numpy.random.RandomState(seed)`` (``a = 2·randint(0, 2^31) + 1``, then
   ``b = randint(0, 2^32)``). We compute them rather than call datasketch per document because
   datasketch hashes and permutes one document at a time; here a whole Arrow batch is permuted by
-  one compiled loop (``_min_permuted``; measured in bench/dedup_speed).
+  one compiled loop (``_min_permuted``).
 - **Banding**: ``optimal_bands`` picks bands × rows minimizing the weighted integral of false
   positive and false negative probability of the S-curve ``1 − (1 − s^r)^b`` around the threshold
   (Leskovec, Rajaraman, Ullman, "Mining of Massive Datasets", ch. 3.4; the same objective as
@@ -61,17 +61,6 @@ HashName = Literal["poly", "sha1"]
 _TOKEN = re.compile(r"[A-Za-z0-9_\u0080-\U0010FFFF]+")
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the token-hash polynomial (golden ratio)
 _MAX32 = np.uint32(0xFFFFFFFF)
-
-
-def normalize_for_exact(text: str) -> str:
-    """The text exact deduplication hashes (see the module docstring)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return "\n".join(line.rstrip() for line in text.split("\n")).rstrip("\n")
-
-
-def content_hash(text: str) -> str:
-    """SHA-256 hex of ``normalize_for_exact(text)``."""
-    return hashlib.sha256(normalize_for_exact(text).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # Code points for which str.isspace() is true: what str.rstrip() strips (checked by a test).
@@ -110,7 +99,7 @@ def _space_before(data: np.ndarray, start: int, end: int, spaces: np.ndarray) ->
 @numba.njit(cache=True)
 def _normalized(data: np.ndarray, offsets: np.ndarray,
                 spaces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``normalize_for_exact`` of every document, on UTF-8 bytes: (bytes, offsets).
+    """Every document normalized for exact deduplication, on UTF-8 bytes: (bytes, offsets).
 
     Bytes are copied as they are scanned; at each line end the copy's trailing whitespace is cut.
     """
@@ -153,9 +142,9 @@ def _normal_ends(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
     A document qualifies when it has no carriage return and no line (the last included) ends in a
     byte that could be whitespace: ASCII whitespace or any byte of a non-ASCII character (which
-    might be one of the Unicode spaces; the full pass decides those). In the bench corpus 98 % of
-    the files, 94 % of the bytes, qualify, and this scan, which writes nothing, takes a third of
-    the copying pass's time (0.45 s against 1.23 s for 360 MB, one core, measured).
+    might be one of the Unicode spaces; the full pass decides those). Why: nearly every file of a
+    code corpus qualifies, and this scan writes nothing, so it costs a fraction of the copying
+    pass it spares.
     """
     n = len(offsets) - 1
     ends = np.full(n, -1, dtype=np.int64)
@@ -184,12 +173,11 @@ def _may_be_space(c: np.uint8) -> bool:
 
 
 def content_hashes(data: np.ndarray, offsets: np.ndarray) -> list[str]:
-    """``content_hash`` of every document in a UTF-8 buffer (``encode_docs``' layout): the
+    """The content hash of every document in a UTF-8 buffer (an Arrow string column's layout): the
     documents that normalization leaves alone but for their trailing line ends are hashed in
     place (``_normal_ends``), the others normalized by one compiled pass each; one SHA-256 call
-    per document. Hand-written instead of ``content_hash`` per string because that spent more time
-    making Python strings and splitting their lines than the MinHash took (0.68 s against 0.77 s
-    for 65 MB, measured).
+    per document. Hand-written instead of normalizing Python strings because making the strings
+    and splitting their lines cost about as much as the whole MinHash.
     """
     if len(offsets) == 0 or offsets[0] < 0 or offsets[-1] > len(data) or np.any(
             np.diff(offsets) < 0):
@@ -223,13 +211,6 @@ def shingles(tokens: Sequence[str], ngram: int) -> list[str]:
     return [" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
 
 
-def exact_jaccard(a: set, b: set) -> float:
-    """|A ∩ B| / |A ∪ B| of two shingle sets (1.0 for two empty sets)."""
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
-
-
 # ---------------------------------------------------------------------------------------------
 # Tokens and shingle hashes
 
@@ -243,17 +224,6 @@ _Q = np.uint64(0x100000001B3)  # odd multiplier of the byte polynomial (the 64-b
 def sha1_hash32(data: bytes) -> int:
     """datasketch's default 32-bit hash: first 4 bytes of SHA-1, little-endian."""
     return int.from_bytes(hashlib.sha1(data).digest()[:4], "little")
-
-
-def encode_docs(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """UTF-8 bytes of all texts concatenated, and the ``len + 1`` offsets of each text in them.
-
-    This is the layout of an Arrow string column's buffers, which ``jobs.dedup`` passes directly.
-    """
-    blobs = [t.encode("utf-8", "surrogatepass") for t in texts]
-    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in blobs], out=offsets[1:])
-    return np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets
 
 
 @numba.njit(cache=True)
@@ -274,12 +244,11 @@ def _poly_shingles(data: np.ndarray, offsets: np.ndarray, ngram: int,
     Compiled with numba: one pass over the bytes hashes the tokens, keeping the last ``ngram``
     token hashes in a ring and the shingle's sum rolling (subtract the oldest token's term,
     multiply by P, add the new one: the same value modulo 2^64 as the sum over the window, in
-    O(1) per token instead of ngram multiply-adds and modulo ring indices: 2.2 s to 1.87 s for
-    the make-run corpus's 360 MB on one core). The output is sized by a bound (half the bytes,
-    so up to twice the batch's size in memory) instead of by a first pass that counted the
-    tokens: 2.24-2.38 s became 1.84-2.15 s for the same corpus in the stage's batches of 1,000
-    files (measured side by side, 4 times). The numpy form of the same definition (prefix sums
-    of the byte polynomial over 1 MiB chunks) was 3.4x slower still.
+    O(1) per token instead of ngram multiply-adds and modulo ring indices). The output is sized by
+    a bound (half the bytes, so up to twice the batch's size in memory) instead of by a first
+    pass that counted the tokens, which read every byte twice. A numpy form of the same
+    definition (prefix sums of the byte polynomial over chunks) makes several passes through
+    memory and is several times slower.
     """
     docs = offsets.shape[0] - 1
     counts = np.zeros(docs, np.int64)
@@ -343,7 +312,7 @@ def shingle_hashes(data: np.ndarray, offsets: np.ndarray, ngram: int = 5,
                    hash_name: HashName = "poly") -> tuple[np.ndarray, np.ndarray]:
     """32-bit hashes of every document's shingles (repeats kept) and the count per document.
 
-    ``data``/``offsets`` as from ``encode_docs`` (or an Arrow string column's buffers). The hashes
+    ``data``/``offsets``: an Arrow string column's buffers (UTF-8 bytes, ``len + 1`` offsets). The hashes
     of document i are ``hashes[sum(counts[:i]):sum(counts[:i+1])]``.
     """
     docs = len(offsets) - 1
@@ -397,10 +366,9 @@ def _min_permuted(hashes: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.n
 
     Compiled with numba: one pass over the shingles, the permutation loop vectorized by LLVM. The
     numpy form (a (perms × shingles) block from ``np.multiply.outer``, ``+= b``, then
-    ``np.minimum.reduceat``) makes three passes through memory and was 8x slower: 1.65 s against
-    0.2 s for the 7 M shingles of bench/dedup_speed's 65 MB (one core, bench/RESULTS.md). The
-    pre-mixing is done here too: as numpy operations over the batch it took 0.74-0.90 s for the
-    38 M shingles of the bench corpus, against 1.0 s for the permutations (one core, measured).
+    ``np.minimum.reduceat``) makes three passes through memory and is several times slower
+    (bench/RESULTS.md, "Dedup speed"). The pre-mixing is done here too: as numpy operations over
+    the batch it cost nearly as much as the permutations.
     """
     start = 0
     for d in range(counts.shape[0]):
@@ -438,16 +406,13 @@ class MinHasher:
                           np.asarray(counts, dtype=np.int64), self._a, self._b, out)
         return out
 
-    def signature(self, hashes: np.ndarray) -> np.ndarray:
-        return self.signatures(hashes, np.array([len(hashes)]))[0]
-
 
 def distinct_shingles(hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each document's distinct shingle hashes, sorted (uint32), concatenated in document order,
     and how many each document has; from ``shingle_hashes`` output.
 
-    One sort of (document, hash) keys and a neighbour comparison. ``np.unique`` does the same but
-    took 7.1 s instead of 0.1 s on 7 M keys with numpy 2.4 (measured, bench/RESULTS.md).
+    One sort of (document, hash) keys and a neighbour comparison: ``np.unique`` does the same
+    but is far slower on millions of keys (numpy 2.4; bench/RESULTS.md, "Dedup speed").
     """
     owner = np.repeat(np.arange(len(counts), dtype=np.uint64), counts)
     keys = (owner << np.uint64(32)) | np.asarray(hashes, dtype=np.uint64)
@@ -458,24 +423,9 @@ def distinct_shingles(hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarra
     return (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), np.bincount(docs, minlength=len(counts))
 
 
-def shingle_sets(hashes: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
-    """``distinct_shingles`` as one array per document."""
-    values, per_doc = distinct_shingles(hashes, counts)
-    bounds = np.r_[0, np.cumsum(per_doc)]
-    return [values[bounds[i]:bounds[i + 1]] for i in range(len(counts))]
-
-
-def set_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard similarity of two sorted arrays of distinct shingle hashes (1.0 if both empty)."""
-    if len(a) == 0 and len(b) == 0:
-        return 1.0
-    inter = len(np.intersect1d(a, b, assume_unique=True))
-    return inter / (len(a) + len(b) - inter)
-
-
 def set_jaccards(a_values: np.ndarray, a_counts: np.ndarray, b_values: np.ndarray,
                  b_counts: np.ndarray) -> np.ndarray:
-    """``set_jaccard`` of many pairs at once: pair i is ``a_counts[i]`` values of ``a_values``
+    """The Jaccard similarity of many pairs of sets at once: pair i is ``a_counts[i]`` values of ``a_values``
     against ``b_counts[i]`` of ``b_values`` (each set sorted and distinct, concatenated in pair
     order). ``indexed_set_jaccards`` with set i of a and set i of b as pair i: one compiled merge
     per pair instead of ~20 µs of Python per pair with ``np.intersect1d``."""
@@ -518,7 +468,7 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5,
     """(bands, rows) with bands·rows ≤ num_perm minimizing the weighted FP + FN probability.
 
     Cached: the search integrates both curves for every split of ``num_perm`` (1,466 of 256),
-    0.08 s of the driver's time in every dedup run that asked again (measured).
+    and every step of a run asks again.
     """
     best, best_cost = (1, 1), float("inf")
     for bands in range(1, num_perm + 1):
@@ -528,12 +478,6 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5,
             if cost < best_cost:
                 best, best_cost = (bands, rows), cost
     return best
-
-
-def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
-    """The ``bands`` keys of one signature: each band's ``rows`` values as little-endian bytes."""
-    sig = np.ascontiguousarray(signature[:bands * rows], dtype="<u4")
-    return [sig[i * rows:(i + 1) * rows].tobytes() for i in range(bands)]
 
 
 @numba.njit(cache=True)
@@ -644,7 +588,7 @@ def _merge_intersections(values: np.ndarray, bounds: np.ndarray, a: np.ndarray,
 
 def indexed_set_jaccards(values: np.ndarray, sizes: np.ndarray, a: np.ndarray,
                          b: np.ndarray) -> np.ndarray:
-    """``set_jaccard`` of sets ``a[i]`` and ``b[i]``, where set k is the next ``sizes[k]`` values
+    """The Jaccard similarity (|A ∩ B| / |A ∪ B|, 1.0 for two empty sets) of sets ``a[i]`` and ``b[i]``, where set k is the next ``sizes[k]`` values
     of ``values`` (each sorted and distinct, as ``distinct_shingles`` returns them). Each set is
     stored once however many pairs it is in: ``set_jaccards`` takes a copy of both sets per pair,
     which for the 13,647 pairs near the threshold in the make-run corpus meant shuffling and

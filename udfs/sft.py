@@ -97,8 +97,11 @@ def quality_score(signals: dict[str, Any]) -> tuple[float, dict[str, float]]:
     return round(q, 6), parts
 
 
-def raw_weight(q: float) -> float:
-    return math.exp(5 * (q - 0.7))
+def raw_weight(q, exp=math.exp):
+    """A record's weight before normalization: exp(5·(q − 0.7)), 1 at quality 0.7, e at 0.9.
+    gold.sft's ``weight`` is this over its mean over the table. ``q``/``exp`` may be a Spark
+    column and ``pyspark.sql.functions.exp``: the build_sft stage computes the formula here."""
+    return exp(5 * (q - 0.7))
 
 
 def _span(spans: dict, name: str) -> tuple[int, int] | None:

@@ -79,6 +79,7 @@ def test_config_hash_changes_with_content():
 def test_config_hash_ignores_where_and_how_fast():
     base = load_config().config_hash()
     for override in ("lakehouse=/elsewhere", "spark.master=local[1]", "stages=[ingest]",
-                     "dedup.direct_reads=false", "dedup.direct_writes=false",
-                     "dedup.one_task_files=0", "dedup.broadcast_rows=0"):
+                     "dedup.tuning.direct_reads=false", "dedup.tuning.direct_writes=false",
+                     "dedup.tuning.one_task_files=0", "dedup.tuning.broadcast_rows=0",
+                     "dedup.max_rounds=3"):
         assert load_config(overrides=[override]).config_hash() == base, override

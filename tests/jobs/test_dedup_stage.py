@@ -9,12 +9,15 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from jobs import dedup
+from jobs.dedup import candidates, representatives
+from jobs.dedup import sign as signing
+from jobs.dedup import verify as verifying
 from jobs.lakehouse import Lakehouse
 from jobs.runner import run_pipeline
 from jobs.schemas import QUARANTINE_SCHEMA, REJECT_SCHEMA
 from tests.conftest import make_config
-from udfs.minhash import content_hash, content_hashes, shingles, tokenize
+from tests.minhash_reference import content_hash
+from udfs.minhash import content_hashes, shingles, tokenize
 from udfs.records import file_id
 
 BASE = "def pipeline(alpha, beta):\n" + "".join(
@@ -177,11 +180,11 @@ def test_a_file_that_fails_to_hash_is_quarantined_not_fatal(monkeypatch):
             raise ValueError("cannot hash this")
         return content_hashes(data, offsets)
 
-    monkeypatch.setattr(dedup, "content_hashes", fragile)
-    names = [c.split(" ")[0] for c in dedup.SIGNED_SCHEMA.split(", ")]
+    monkeypatch.setattr(signing, "content_hashes", fragile)
+    names = [c.split(" ")[0] for c in signing.SIGNED_SCHEMA.split(", ")]
     rows = [row("r", "ok.py", BASE), row("r", "bad.py", "boom = 1")]
     batch = pa.RecordBatch.from_pylist(rows)
-    out = list(dedup._sign(make_config("unused").dedup, _signed_schema(names))(iter([batch])))
+    out = list(signing.sign_batches(make_config("unused").dedup, _signed_schema(names))(iter([batch])))
     got = out[0].to_pylist()
     assert [r["_error"] for r in got] == [None, "hash_error: ValueError: cannot hash this"]
     assert got[0]["content_hash"] == content_hash(BASE) and len(got[0]["signature"]) == 1024
@@ -203,7 +206,7 @@ def test_shingle_sets_function_gives_each_files_distinct_sorted_hashes():
     texts = [BASE, "", OTHER + OTHER]  # OTHER twice: its repeated shingles count once
     batch = pa.RecordBatch.from_pylist([{"id": str(i), "text": t} for i, t in enumerate(texts)])
     schema = pa.schema([("id", pa.string()), ("shingle_set", pa.binary())])
-    [out] = list(dedup._shingle_sets(make_config("unused").dedup, schema)(iter([batch])))
+    [out] = list(verifying.shingle_set_batches(make_config("unused").dedup, schema)(iter([batch])))
     got = out.to_pylist()
     assert [r["id"] for r in got] == ["0", "1", "2"]
     for r, text in zip(got, texts):
@@ -211,7 +214,7 @@ def test_shingle_sets_function_gives_each_files_distinct_sorted_hashes():
         assert np.all(np.diff(values.astype(np.int64)) > 0)  # sorted and distinct
         assert len(values) == len(set(shingles(tokenize(text), 5)))
     # with the ids wanted, only their rows (a direct read of the files hands it every row)
-    wanted = dedup._shingle_sets(make_config("unused").dedup, schema, ["2", "0", "9"])
+    wanted = verifying.shingle_set_batches(make_config("unused").dedup, schema, ["2", "0", "9"])
     [kept] = list(wanted(iter([batch])))
     assert kept.to_pylist() == [got[0], got[2]]
 
@@ -245,8 +248,8 @@ def test_estimates_decide_far_from_the_threshold_and_exact_sets_near_it(spark, o
 
     def kept(*overrides):
         d = make_config("unused", *overrides).dedup
-        scored = dedup.estimated_edges(edges, reps, d)
-        return sorted(r["src"] for r in dedup.verified_edges(scored, files, d, one_task).collect())
+        scored = verifying.estimated(edges, reps, d)
+        return sorted(r["src"] for r in verifying.verified(scored, files, d, one_task).collect())
 
     assert kept() == ["d", "e"]
     assert kept("dedup.verify_margin=0") == ["b", "d"]  # the estimate alone
@@ -271,8 +274,8 @@ def test_one_task_and_distributed_banding_propose_the_same_scored_pairs(spark, v
     def rows(df):
         return sorted((r["src"], r["dst"], round(r["jaccard"], 9)) for r in df.collect())
 
-    one_task = rows(dedup._scored_in_one_task(reps, d))
-    distributed = rows(dedup.estimated_edges(dedup._candidates_distributed(reps, d), reps, d))
+    one_task = rows(candidates.in_one_task(reps, d))
+    distributed = rows(verifying.estimated(candidates.distributed(reps, d), reps, d))
     assert one_task == distributed
     assert all(src > dst for src, dst, _ in one_task)
     pairs = {(s, t) for s, t, _ in one_task}
@@ -321,15 +324,15 @@ def test_one_task_and_distributed_members_pick_the_same_representatives(spark):
         return sorted((r["id"], r["cluster_id"], r["representative"], round(r["jaccard"], 9))
                       for r in df.collect())
 
-    one_task = rows(dedup._members_in_one_task(edges, reps, d))
-    assert one_task == rows(dedup._members_distributed(edges, reps, d)[0])
+    one_task = rows(representatives.in_one_task(edges, reps, d))
+    assert one_task == rows(representatives.distributed(edges, reps, d)[0])
     assert {i: rep for i, _, rep, _ in one_task} == {
         "a1": "a2", "a2": "a2", "a3": "a2", "b1": "b3", "b2": "b3", "b3": "b3",
         "c1": "c3", "c2": "c3", "c3": "c3", "d1": "d2", "d2": "d2", "e0": "e0", "e1": "e0",
         "f1": "f2", "f2": "f2"}
     assert {c for _, c, _, _ in one_task} == {"a1", "b1", "c1", "d1", "e0", "f1"}
     # no signed file at all (every file an exact duplicate or without tokens): no member
-    assert dedup._members_in_one_task(edges.limit(0), reps.limit(0), d).collect() == []
+    assert representatives.in_one_task(edges.limit(0), reps.limit(0), d).collect() == []
 
 
 def test_one_task_and_distributed_banding_write_identical_tables(spark, silver):
@@ -338,22 +341,23 @@ def test_one_task_and_distributed_banding_write_identical_tables(spark, silver):
         return {t: sorted(map(repr, table(silver, t)))
                 for t in ("silver.unique_files", "silver.dup_clusters", "silver.rejects")}
 
-    assert tables() == tables("dedup.one_task_files=0")
+    assert tables() == tables("dedup.tuning.one_task_files=0")
 
 
 def test_the_tasks_read_silver_files_themselves_and_write_the_same_tables(spark, lakehouse,
                                                                            monkeypatch):
-    """``dedup.direct_reads``: the signing pass and the exact verification read silver.files'
+    """``dedup.tuning.direct_reads``: the signing pass and the exact verification read silver.files'
     Parquet files in the Python tasks; the tables are the ones Spark's scan gives."""
     write_files(spark, lakehouse, slices=3)
     calls = []
-    real = dedup.map_parquet_in_arrow
+    real = signing.map_parquet_in_arrow
 
     def recording(spark, tasks, schema, fn, out_schema):
         calls.append((sum(map(len, tasks)), out_schema))
         return real(spark, tasks, schema, fn, out_schema)
 
-    monkeypatch.setattr(dedup, "map_parquet_in_arrow", recording)
+    for step in (signing, verifying):  # the two steps that read the text
+        monkeypatch.setattr(step, "map_parquet_in_arrow", recording)
 
     def tables(*overrides):
         run_pipeline(make_config(lakehouse, *overrides), ["dedup"], spark=spark)
@@ -363,14 +367,14 @@ def test_the_tasks_read_silver_files_themselves_and_write_the_same_tables(spark,
     direct = tables("dedup.verify_margin=1.0")  # every candidate pair's Jaccard from the text
     files = len(DeltaTable(f"{lakehouse}/silver/files").file_uris())
     assert files > 1
-    assert calls == [(files, dedup.SIGNED_SCHEMA), (files, "id string, shingle_set binary")]
+    assert calls == [(files, signing.SIGNED_SCHEMA), (files, "id string, shingle_set binary")]
     calls.clear()
-    assert tables("dedup.verify_margin=1.0", "dedup.direct_reads=false") == direct
+    assert tables("dedup.verify_margin=1.0", "dedup.tuning.direct_reads=false") == direct
     assert calls == []
 
 
 def test_the_tasks_write_the_stage_tables_and_delta_rs_commits_them(spark, lakehouse):
-    """``dedup.direct_writes``: once the tables exist, the Python tasks write silver.unique_files,
+    """``dedup.tuning.direct_writes``: once the tables exist, the Python tasks write silver.unique_files,
     silver.dup_clusters and dedup's slice of silver.rejects, and the driver commits each with
     delta-rs: the rows Spark's writes give, one commit each, and the ledger counts them. Tables
     not created yet, ``direct_writes=false``, or (silver.unique_files) an id ingested twice:
@@ -411,7 +415,7 @@ def test_the_tasks_write_the_stage_tables_and_delta_rs_commits_them(spark, lakeh
     assert sorted(map(repr, spark.read.format("delta").load(path).collect())) == sorted(
         map(repr, spark.read.format("delta").option("versionAsOf", DeltaTable(path).version() - 1)
             .load(path).collect()))
-    _, again = run("dedup.direct_writes=false")
+    _, again = run("dedup.tuning.direct_writes=false")
     assert engines() == dict.fromkeys(tables, "Apache-Spark") and again == direct
     write_files(spark, lakehouse, slices=3)  # c.py twice: the copies are ranked in Spark's join
     run()

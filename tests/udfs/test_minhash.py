@@ -9,6 +9,7 @@ import pytest
 from datasketch import MinHash
 from datasketch.lsh import _false_negative_probability, _false_positive_probability, _optimal_param
 
+from tests import minhash_reference as R
 from udfs import minhash as M
 from udfs.licenses import permissiveness_rank
 
@@ -47,7 +48,7 @@ def datasketch_signature(text: str, hash_name: str, ngram: int = 5, num_perm: in
 @pytest.mark.parametrize("hash_name", ["poly", "sha1"])
 def test_signatures_equal_datasketch(hash_name):
     docs = corpus(60)
-    data, offsets = M.encode_docs(docs)
+    data, offsets = R.encode_docs(docs)
     hashes, counts = M.shingle_hashes(data, offsets, 5, hash_name)
     sigs = M.MinHasher(256, 1).signatures(hashes, counts)
     for i, doc in enumerate(docs):
@@ -57,10 +58,10 @@ def test_signatures_equal_datasketch(hash_name):
 
 def test_a_documents_signature_does_not_depend_on_its_batch():
     docs = corpus(40, seed=3)
-    data, offsets = M.encode_docs(docs)
+    data, offsets = R.encode_docs(docs)
     whole = M.MinHasher(64, 5).signatures(*M.shingle_hashes(data, offsets, 3))
     for i in (0, 10, 39):
-        alone = M.MinHasher(64, 5).signatures(*M.shingle_hashes(*M.encode_docs([docs[i]]), 3))
+        alone = M.MinHasher(64, 5).signatures(*M.shingle_hashes(*R.encode_docs([docs[i]]), 3))
         assert np.array_equal(whole[i], alone[0])
         assert np.array_equal(whole[i], datasketch_signature(docs[i], "poly", 3, 64, seed=5))
 
@@ -74,7 +75,7 @@ def test_tokens_are_identifiers_keywords_and_numbers():
 def test_vectorized_offsets_are_bytes_not_characters():
     # 'é' is two UTF-8 bytes: a character-offset bug would cut tokens in the wrong place
     docs = ["é é é é é x", "x é é é é é"]
-    data, offsets = M.encode_docs(docs)
+    data, offsets = R.encode_docs(docs)
     hashes, counts = M.shingle_hashes(data, offsets, 5)
     assert list(counts) == [2, 2]
     assert M.shingle_hash("é é é é é".encode()) == hashes[0] == hashes[3]
@@ -82,7 +83,7 @@ def test_vectorized_offsets_are_bytes_not_characters():
 
 def test_short_documents_do_not_collide_into_one_cluster():
     docs = ["x = 1", "y = 2", "x == 1", "return None", "{}", "[]"]
-    data, offsets = M.encode_docs(docs)
+    data, offsets = R.encode_docs(docs)
     hashes, counts = M.shingle_hashes(data, offsets, 5)
     sigs = M.MinHasher(256, 1).signatures(hashes, counts)
     assert list(counts) == [1, 1, 1, 1, 0, 0]  # one whole-sequence shingle; none without tokens
@@ -99,8 +100,8 @@ def test_estimated_jaccard_tracks_exact_jaccard():
     for i in rng.sample(range(len(edited)), 150):
         edited[i] = "changed"
     a, b = " ".join(base), " ".join(edited)
-    exact = M.exact_jaccard(set(M.shingles(M.tokenize(a), 5)), set(M.shingles(M.tokenize(b), 5)))
-    data, offsets = M.encode_docs([a, b])
+    exact = R.exact_jaccard(set(M.shingles(M.tokenize(a), 5)), set(M.shingles(M.tokenize(b), 5)))
+    data, offsets = R.encode_docs([a, b])
     sigs = M.MinHasher(256, 1).signatures(*M.shingle_hashes(data, offsets, 5))
     assert 0.55 < exact < 0.85
     assert abs(M.estimated_jaccard(sigs[0], sigs[1]) - exact) < 0.08  # ~2.5 sigma at 256 perms
@@ -108,23 +109,23 @@ def test_estimated_jaccard_tracks_exact_jaccard():
 
 def test_shingle_sets_and_their_jaccard():
     docs = corpus(30, seed=11)
-    data, offsets = M.encode_docs(docs)
+    data, offsets = R.encode_docs(docs)
     hashes, counts = M.shingle_hashes(data, offsets, 5)
-    sets = M.shingle_sets(hashes, counts)
+    sets = R.shingle_sets(hashes, counts)
     start = np.r_[0, np.cumsum(counts)]
     for i in range(len(docs)):
         want = np.unique(hashes[start[i]:start[i + 1]])
         assert np.array_equal(sets[i], want)
     # documents without shingles, first, between and last, keep their (empty) place
     i, j = [k for k in range(len(docs)) if len(sets[k]) > 10][:2]
-    data, offsets = M.encode_docs(["", docs[i], "{}", docs[j], ""])
+    data, offsets = R.encode_docs(["", docs[i], "{}", docs[j], ""])
     values, sizes = M.distinct_shingles(*M.shingle_hashes(data, offsets, 5))
     assert sizes.tolist() == [0, len(sets[i]), 0, len(sets[j]), 0]
     assert np.array_equal(values, np.concatenate([sets[i], sets[j]]))
     pairs = [(8, 9), (10, 11), (0, 12), (1, 2), (3, 3), (1, 1), (6, 7)]
-    want = [M.exact_jaccard(set(M.shingles(M.tokenize(docs[i]), 5)),
+    want = [R.exact_jaccard(set(M.shingles(M.tokenize(docs[i]), 5)),
                             set(M.shingles(M.tokenize(docs[j]), 5))) for i, j in pairs]
-    assert [M.set_jaccard(sets[i], sets[j]) for i, j in pairs] == pytest.approx(want)
+    assert [R.set_jaccard(sets[i], sets[j]) for i, j in pairs] == pytest.approx(want)
     batch = M.set_jaccards(np.concatenate([sets[i] for i, _ in pairs]),
                            np.array([len(sets[i]) for i, _ in pairs]),
                            np.concatenate([sets[j] for _, j in pairs]),
@@ -162,18 +163,18 @@ def test_false_positive_and_negative_areas():
 
 def test_band_keys_are_the_bands_little_endian_bytes():
     sig = np.arange(12, dtype=np.uint32)
-    keys = M.band_keys(sig, bands=3, rows=4)
+    keys = R.band_keys(sig, bands=3, rows=4)
     assert keys[1] == bytes([4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0])
     other = sig.copy()
     other[0] = 99
-    assert M.band_keys(other, 3, 4)[1:] == keys[1:] and M.band_keys(other, 3, 4)[0] != keys[0]
+    assert R.band_keys(other, 3, 4)[1:] == keys[1:] and R.band_keys(other, 3, 4)[0] != keys[0]
 
 
 def test_exact_normalization():
-    assert M.normalize_for_exact("a  \r\nb\t\rc \n\n \n") == "a\nb\nc"
-    assert M.content_hash("x = 1\r\n") == M.content_hash("x = 1   \n\n")
-    assert M.content_hash("x = 1") != M.content_hash("x  = 1")  # inner whitespace is content
-    assert M.content_hash("x = 1") != M.content_hash("\nx = 1")  # leading lines are content
+    assert R.normalize_for_exact("a  \r\nb\t\rc \n\n \n") == "a\nb\nc"
+    assert R.content_hash("x = 1\r\n") == R.content_hash("x = 1   \n\n")
+    assert R.content_hash("x = 1") != R.content_hash("x  = 1")  # inner whitespace is content
+    assert R.content_hash("x = 1") != R.content_hash("\nx = 1")  # leading lines are content
 
 
 def test_batch_content_hashes_equal_the_per_string_definition():
@@ -188,12 +189,12 @@ def test_batch_content_hashes_equal_the_per_string_definition():
     plain = ["a", "b", "\n", "é", "😀", "x\u2000y"]
     texts += ["".join(rng.choice(plain) for _ in range(rng.randrange(0, 30))) + "\n" * (i % 3)
               for i in range(2000)]
-    data, offsets = M.encode_docs(texts)
+    data, offsets = R.encode_docs(texts)
     in_place = M._normal_ends(data, np.asarray(offsets, dtype=np.int64)) >= 0
     assert 500 < in_place.sum() < len(texts) - 4000  # both ways are exercised
-    assert M.content_hashes(data, offsets) == [M.content_hash(t) for t in texts]
+    assert M.content_hashes(data, offsets) == [R.content_hash(t) for t in texts]
     # a slice of the buffer (an Arrow slice's offsets do not start at 0)
-    assert M.content_hashes(data, offsets[3:6]) == [M.content_hash(t) for t in texts[3:5]]
+    assert M.content_hashes(data, offsets[3:6]) == [R.content_hash(t) for t in texts[3:5]]
     with pytest.raises(ValueError, match="inside the data"):
         M.content_hashes(data[:1], offsets[:10])
 
@@ -255,5 +256,5 @@ def test_indexed_set_jaccards_equal_the_pairwise_definition():
     a[0] = b[0] = 12  # two empty sets: 1.0, as set_jaccard says
     values = np.concatenate(sets)
     got = M.indexed_set_jaccards(values, np.array([len(s) for s in sets]), a, b)
-    assert np.allclose(got, [M.set_jaccard(sets[i], sets[j]) for i, j in zip(a, b)])
+    assert np.allclose(got, [R.set_jaccard(sets[i], sets[j]) for i, j in zip(a, b)])
     assert got[0] == 1.0
