@@ -30,6 +30,8 @@ def test_installed_wheel_finds_its_config(tmp_path):
         "from jobs.config import load_config\n"
         "from training.recipe import load_recipe\n"
         f"assert jobs.__file__.startswith({str(site)!r}), jobs.__file__\n"
+        "import jobs.registry, jobs.dedup.stage\n"  # every stage, subpackages included
+        f"assert jobs.dedup.stage.__file__.startswith({str(site)!r})\n"
         "cfg = load_config(env='cluster')\n"
         "r = load_recipe('qwen2.5-coder-32b-lora')\n"
         "print(s.conf_dir(), cfg.spark.master, r.train.zero_stage(), cfg.sft.templates_path())\n")
