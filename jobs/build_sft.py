@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from jobs.arrow import arrow_schema
 from jobs.config import PipelineConfig
 from jobs.pyworker import map_in_arrow
+from jobs.schemas import MESSAGES
 from jobs.stage import (
     DROPPED,
     KEPT,
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
-MESSAGES = ("array<struct<role:string,content:string,tool_calls:array<struct<id:string,"
-            "type:string,function:struct<name:string,arguments:string>>>>>")
 SAMPLE_IN = ("sample_id", "file_id", "repo", "path", "language", "task_type", "split_method",
              "symbol", "symbol_kind", "context", "target", "prefix", "middle", "suffix", "spans",
              "cut", "parse_status")

@@ -27,6 +27,7 @@ from jobs.arrow import local_frame
 from jobs.config import ConfigError, PipelineConfig, TreeSource
 from jobs.lakehouse import Lakehouse
 from jobs.ledger import StageReport, append_ledger
+from jobs.schemas import schema_mismatch
 from jobs.session import spark_session
 from jobs.stage import KEPT, Stage, quarantine_of, rejects_of
 
@@ -115,6 +116,24 @@ def _in_few_files(df: DataFrame, rows: int, text_bytes: int) -> DataFrame:
     return df.coalesce(max(need, df.sparkSession.sparkContext.defaultParallelism))
 
 
+class SchemaContractError(RuntimeError):
+    """A stage's output does not have its table's declared columns (``jobs.schemas``)."""
+
+
+def _check_schemas(stage: Stage, result) -> None:
+    """Raise SchemaContractError, before any job runs, when a table the stage would write differs
+    from its declaration: a renamed or retyped column never reaches a Delta table (whose
+    overwrites replace the schema) or a downstream reader."""
+    kept = (result.output if result.output is not None
+            else result.decided.select(*result.kept_columns))
+    frames = {stage.output: kept, **result.extra_outputs,
+              "silver.rejects": rejects_of(stage.name, result.decided, result.rejects_omit),
+              "ops.quarantine": quarantine_of(stage.name, result.decided)}
+    problems = [p for table, df in frames.items() if (p := schema_mismatch(table, df.schema))]
+    if problems:
+        raise SchemaContractError(f"stage {stage.name}: " + "; ".join(problems))
+
+
 def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]],
                writers: dict[str, Callable[[Lakehouse, str, DataFrame], int]] | None = None,
                ) -> dict[str, int]:
@@ -166,6 +185,7 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], ru
             else:
                 inputs[table], in_versions[table] = lake.read(table)
         result = stage.build(spark, cfg, inputs)
+        _check_schemas(stage, result)
         # the input's totals and the outcome tally are two small jobs: side by side, neither
         # waits for the other's fixed costs (scheduling, the Delta scan's planning)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tally") as pool:

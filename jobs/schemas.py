@@ -1,6 +1,6 @@
-"""The tables: their names and purposes, their partitioning, which columns Delta keeps file
-statistics for, and the schemas every stage shares (file rows, silver.rejects, ops.quarantine).
-Spark-free, so the catalog, the stages and the tests read the same declarations."""
+"""The tables: their names and purposes, their schemas (``TABLE_SCHEMAS``, checked before every
+write a stage makes: ``schema_mismatch``), their partitioning and which columns Delta keeps file
+statistics for. Spark-free, so the catalog, the stages and the tests read the same declarations."""
 
 from __future__ import annotations
 
@@ -61,3 +61,81 @@ REJECT_SCHEMA = (
     "license string, stars long, text string, size_bytes long, detail string"
 )
 QUARANTINE_SCHEMA = "stage string, source_kind string, source string, payload string, error string"
+# gold.sft's messages: ChatML turns, tool calls with their arguments as a JSON string
+MESSAGES = ("array<struct<role:string,content:string,tool_calls:array<struct<id:string,"
+            "type:string,function:struct<name:string,arguments:string>>>>>")
+_FILE = ("id string, repo string, path string, language string, license string, stars long, "
+         "text string, size_bytes long")
+
+# Every table's columns in order, as Spark DDL. A stage whose output differs fails before it
+# writes (``jobs.runner``), naming the columns; tests compare the written tables with these.
+TABLE_SCHEMAS: dict[str, str] = {
+    "bronze.files": f"{_FILE}, source_kind string, source string",
+    "silver.files": f"{_FILE}, {SIGNALS}, redactions map<string,int>",
+    "silver.unique_files": f"{_FILE}, {SIGNALS}, content_hash string",
+    "silver.dup_clusters": ("kind string, cluster_id string, representative string, "
+                            "members array<string>, size long, max_jaccard double, "
+                            "min_jaccard double"),
+    "gold.samples": ("sample_id string, file_id string, repo string, path string, "
+                     "language string, task_type string, split_method string, symbol string, "
+                     "symbol_kind string, context string, target string, prefix string, "
+                     "middle string, suffix string, fim_mode string, rendered string, "
+                     "spans map<string,array<long>>, cut string, parse_status string"),
+    "gold.sample_skips": ("file_id string, repo string, path string, language string, "
+                          "task_type string, symbol string, reason string, span_start long, "
+                          "span_end long"),
+    "gold.sft": ("sft_id string, sample_id string, file_id string, repo string, path string, "
+                 "source_version long, task_type string, source_task string, language string, "
+                 f"messages {MESSAGES}, quality double, weight double, split string, "
+                 "token_count long, truncated boolean"),
+    "gold.sft_skips": ("sample_id string, file_id string, repo string, path string, "
+                       "language string, source_task string, task_type string, reason string"),
+    "gold.sft_token_stats": ("split string, language string, records long, p50 double, "
+                             "p90 double, p99 double, max long, over_max_length long"),
+    "silver.rejects": REJECT_SCHEMA,
+    "ops.quarantine": QUARANTINE_SCHEMA,
+    "ops.ledger": ("run_id string, stage string, rows_in long, rows_out long, rows_dropped long, "
+                   "dropped map<string,long>, rows_quarantined long, bytes_in long, "
+                   "bytes_out long, seconds double, config_hash string, "
+                   "input_versions map<string,long>, output_versions map<string,long>, "
+                   "dry_run boolean, output_rows long"),
+}
+_SPARK_NAMES = {"long": "bigint", "integer": "int", "short": "smallint", "byte": "tinyint"}
+
+
+def columns(ddl: str) -> list[tuple[str, str]]:
+    """(name, type) of each column of a DDL string, types in Spark's ``simpleString`` form."""
+    import re
+
+    out, depth, start = [], 0, 0
+    for i, c in enumerate(ddl + ","):
+        depth += c == "<"
+        depth -= c == ">"
+        if c == "," and depth == 0:
+            name, kind = ddl[start:i].strip().split(" ", 1)
+            kind = re.sub(r"\b(long|integer|short|byte)\b", lambda m: _SPARK_NAMES[m[1]],
+                          kind.strip().replace(" ", ""))
+            out.append((name, kind))
+            start = i + 1
+    return out
+
+
+def schema_mismatch(name: str, schema) -> str | None:
+    """How ``schema`` (a Spark StructType) differs from table ``name``'s declaration, or None
+    (also for a table without one)."""
+    if name not in TABLE_SCHEMAS:
+        return None
+    want = columns(TABLE_SCHEMAS[name])
+    got = [(f.name, f.dataType.simpleString()) for f in schema.fields]
+    if got == want:
+        return None
+    missing = [f"{n} {t}" for n, t in want if (n, t) not in got]
+    extra = [f"{n} {t}" for n, t in got if (n, t) not in want]
+    detail = []
+    if missing:
+        detail.append(f"missing or retyped: {', '.join(missing)}")
+    if extra:
+        detail.append(f"not declared: {', '.join(extra)}")
+    if not detail:
+        detail.append(f"column order {[n for n, _ in got]} != {[n for n, _ in want]}")
+    return f"{name} does not match its declaration in jobs/schemas.py: {'; '.join(detail)}"

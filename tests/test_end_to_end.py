@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from jobs.schemas import TABLE_SCHEMAS, columns
+
 BIN = Path(sys.executable).parent
 
 
@@ -32,6 +34,17 @@ def workdir(tmp_path_factory):
     (mine / "LICENSE").write_text("Permission is hereby granted, free of charge, to any person\n")
     (mine / "latin1.py").write_bytes(b"# r\xe9sum\xe9\nx = 1\n")
     return root
+
+
+def _spark_type(t) -> str:
+    """A Delta log type (JSON) as Spark's simpleString."""
+    if isinstance(t, str):
+        return {"long": "bigint", "integer": "int", "short": "smallint", "byte": "tinyint"}.get(t, t)
+    if t["type"] == "array":
+        return f"array<{_spark_type(t['elementType'])}>"
+    if t["type"] == "map":
+        return f"map<{_spark_type(t['keyType'])},{_spark_type(t['valueType'])}>"
+    return "struct<" + ",".join(f"{f['name']}:{_spark_type(f['type'])}" for f in t["fields"]) + ">"
 
 
 def test_run_tables_export(workdir):
@@ -69,6 +82,14 @@ def test_run_tables_export(workdir):
         assert sum(v for _, v in row["dropped"]) == row["rows_dropped"]
         for table, version in row["output_versions"]:
             assert DeltaTable(str(lake / table.replace(".", "/"))).version() >= version
+    # every table the run wrote has the columns jobs/schemas.py declares, read from Delta's log
+    written = {f"{p.parent.parent.name}.{p.parent.name}": p.parent
+               for p in lake.glob("*/*/_delta_log")}
+    assert set(written) >= {"bronze.files", "silver.unique_files", "gold.sft", "ops.ledger"}
+    for name, path in written.items():
+        fields = json.loads(DeltaTable(str(path)).schema().to_json())["fields"]
+        assert [(f["name"], _spark_type(f["type"])) for f in fields] == columns(
+            TABLE_SCHEMAS[name]), name
     silver = DeltaTable(str(lake / "silver" / "files"))
     assert silver.version() == summary["tables"]["silver.files"]["version"]
     repos = set(silver.to_pyarrow_table(columns=["repo"])["repo"].to_pylist())
