@@ -14,17 +14,20 @@ The training commands (plan, train, launch, merge, eval) are defined in ``traini
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jobs.config import ConfigError, PipelineConfig, load_config
 from training.cli import app as training_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="codemill: source code → training data, on Spark and Delta.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="codemill: source code → training data, on Spark and Delta. "
+                       "--debug (anywhere): full tracebacks on failure.")
 console = Console()
 
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="base YAML (default conf/pipeline.yaml)")]
@@ -55,7 +58,7 @@ def _config(config, env, overrides, languages=None, max_samples=None, min_stars=
         return load_config(config, env=env or None, overrides=list(overrides or []) +
                            curation_overrides(languages, max_samples, min_stars))
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
 
 
@@ -67,7 +70,7 @@ def _run(stages, config, env, overrides, languages, max_samples, min_stars, dry_
     try:
         result = run_pipeline(cfg, stages, dry_run=dry_run)
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
     print_summary(result, console)
 
@@ -146,7 +149,7 @@ def export(table: Annotated[str, typer.Argument(help="layer.table, e.g. silver.f
     try:
         m = export_table(root, table, format, out, version=version, split=split)
     except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from None
     console.print(f"{table}@{m['delta_version']}: {m['rows']:,} rows in {len(m['files'])} "
                   f"{format} file(s) under {out} (manifest.json)")
@@ -174,7 +177,7 @@ def checksums(table: Annotated[Optional[list[str]], typer.Argument(
         try:
             sums.append(table_checksum(root, name, exclude=tuple(exclude or ())))
         except FileNotFoundError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(f"[red]{escape(str(exc))}[/red]")
             raise typer.Exit(1) from None
         s = sums[-1]
         print(f"{s['sha256']}  {s['table']}@{s['version']}  {s['rows']:,} rows")
@@ -196,8 +199,27 @@ def jars(config: ConfigOpt = None, env: EnvOpt = "local") -> None:
 app.registered_commands.extend(training_app.registered_commands)
 
 
+def _short(exc: BaseException) -> str:
+    """An error in a line or two: its type and the first line of its message (a JVM error's
+    message is its whole stack trace)."""
+    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {first[:400]}" if first else type(exc).__name__
+
+
 def main() -> None:
-    app()
+    """Every command; ``--debug`` anywhere on the line shows a failure's Python traceback, which is
+    otherwise one line naming the error (config and environment errors always are)."""
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - the one place a failure meets a person
+        if debug:
+            raise
+        console.print(f"[red]error: {escape(_short(exc))}[/red]\n"
+                      "(the full traceback: run the same command with --debug)")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

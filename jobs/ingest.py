@@ -4,13 +4,17 @@ Sources (``ingest.sources`` in config):
 
 * ``jsonl`` / ``parquet``: Stack-v2-style records with ``text, language, license, stars, path, repo``
   (../shared/seeds/001). Each record is validated field by field (``udfs.records``); a malformed line,
-  a missing or mistyped field goes to ops.quarantine with its raw payload, source file and error.
-  A Parquet file that cannot be read at all is one quarantine row naming the file.
+  a missing, mistyped or out-of-range field, text that is not valid Unicode goes to ops.quarantine
+  with its raw payload, the error, and where it was: ``<file>:<line>`` (1-based) for JSONL,
+  ``<file>#row=<n>`` (0-based, the Parquet file's own row index) for Parquet. A Parquet file that
+  cannot be read at all is one quarantine row naming the file (``unreadable_parquet``).
 * ``tree``: local source trees and git working copies, walked on the driver (``udfs.trees``),
   contents read and decoded on the executors in Arrow batches. Language from the extension, license
   from the repo's LICENSE/COPYING files or wheel METADATA, ``repo`` = the tree's folder name,
-  ``stars`` null. Invalid UTF-8 and binary files are quarantined; non-code files and VCS internals
-  are dropped with the reasons ``unsupported_extension`` / ``vcs_metadata``.
+  ``stars`` null. UTF-16 and UTF-32 files are decoded (``udfs.records.decode_source``); invalid
+  UTF-8, binary and unreadable files are quarantined with the file's path as ``source``; non-code
+  files, VCS internals and links that lead nowhere or out of the tree are dropped with their
+  reasons (``udfs.trees``).
 
 Every file gets ``id = sha256(repo NUL path NUL content)`` (``udfs.records.file_id``).
 Tree sources must sit on a filesystem every executor mounts (local disk for local runs; NFS, /dbfs or
@@ -44,8 +48,12 @@ if TYPE_CHECKING:
 DECIDED_SCHEMA = (
     "id string, repo string, path string, language string, license string, stars long, "
     "text string, size_bytes long, source_kind string, source string, payload string, "
-    "_outcome string, _reason string, _bytes long"
+    "_outcome string, _reason string, _bytes long, _block long, _mid long, _row long"
 )
+# Where a record came from, carried through the executor function: ``_block`` the start of the
+# JSONL split it was read from and ``_mid`` its scan position (``_line_numbers`` turns the two into
+# a line number), ``_row`` a Parquet file's own row index.
+_LOCATORS = ("_block", "_mid", "_row")
 _DECIDED_NAMES = [spec.split(" ")[0] for spec in DECIDED_SCHEMA.split(", ")]
 
 
@@ -53,34 +61,39 @@ def _row(**values) -> dict:
     return {name: values.get(name) for name in _DECIDED_NAMES}
 
 
-def _record_row(line: str | None, source: str, kind: str, payload_chars: int) -> dict:
-    size = len(line.encode("utf-8")) if line else 0
+def _record_row(raw: bytes | None, source: str, kind: str, payload_chars: int,
+                error: str | None = None, **where) -> dict:
+    """One JSONL line or Parquet row (as JSON, UTF-8 bytes) → its decided row."""
+    base = dict(source=source, source_kind=kind, _bytes=len(raw) if raw else 0, **where)
+    if error:
+        return _row(**base, _outcome=QUARANTINED, _reason=error)
+    try:
+        line = raw.decode("utf-8") if raw is not None else None
+    except UnicodeDecodeError as exc:
+        return _row(**base, payload=preview(raw, payload_chars), _outcome=QUARANTINED,
+                    _reason=f"invalid_utf8: {exc.reason} at byte {exc.start}")
     if line is None or not line.strip():
-        return _row(source=source, source_kind=kind, _outcome=DROPPED, _reason="blank_line",
-                    _bytes=size)
+        return _row(**base, _outcome=DROPPED, _reason="blank_line")
     record, error = parse_stack_line(line)
     if error:
-        return _row(source=source, source_kind=kind, payload=preview(line, payload_chars),
-                    _outcome=QUARANTINED, _reason=error, _bytes=size)
+        return _row(**base, payload=preview(line, payload_chars), _outcome=QUARANTINED,
+                    _reason=error)
     text = record["text"]
     return _row(
         id=file_id(record["repo"], record["path"], text.encode("utf-8")),
-        size_bytes=len(text.encode("utf-8")), source=source, source_kind=kind,
-        _outcome=KEPT, _reason=None, _bytes=size, **{k: record[k] for k in
-                                                      ("repo", "path", "language", "license",
-                                                       "stars", "text")},
+        size_bytes=len(text.encode("utf-8")), **base, _outcome=KEPT, _reason=None,
+        **{k: record[k] for k in ("repo", "path", "language", "license", "stars", "text")},
     )
 
 
 def _decide_records(kind: str, payload_chars: int, schema: pa.Schema):
-    """mapInArrow function: (line, source) batches → decided rows."""
+    """mapInArrow function: (line, source, _error, locators) batches → decided rows."""
     import pyarrow as pa
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            lines = batch.column("line").to_pylist()
-            sources = batch.column("source").to_pylist()
-            rows = [_record_row(ln, src, kind, payload_chars) for ln, src in zip(lines, sources)]
+            rows = [_record_row(r["line"], r["source"], kind, payload_chars, r["_error"],
+                                **{k: r[k] for k in _LOCATORS}) for r in batch.to_pylist()]
             yield pa.RecordBatch.from_pylist(rows, schema=schema)
 
     return run
@@ -97,6 +110,9 @@ def _decide_tree_files(payload_chars: int, schema: pa.Schema):
                 base = dict(repo=f["repo"], path=f["path"], language=f["language"],
                             license=f["license"], source=f["source"], source_kind="tree",
                             _bytes=f["size"])
+                if f["error"]:
+                    rows.append(_row(**base, _outcome=QUARANTINED, _reason=f["error"]))
+                    continue
                 if f["skip"]:
                     rows.append(_row(**base, _outcome=DROPPED, _reason=f["skip"]))
                     continue
@@ -119,10 +135,15 @@ def _decide_tree_files(payload_chars: int, schema: pa.Schema):
 
 
 def _jsonl(spark: SparkSession, src: JsonlSource) -> DataFrame:
+    """The source's lines as UTF-8 bytes (so one invalid byte quarantines its line, not the
+    batch), each with its file, its split's start and its position in the scan."""
     from pyspark.sql import functions as F
 
     return spark.read.text(src.path).select(
-        F.col("value").alias("line"), F.col("_metadata.file_path").alias("source"))
+        F.col("value").cast("binary").alias("line"), F.col("_metadata.file_path").alias("source"),
+        F.lit(None).cast("string").alias("_error"),
+        F.col("_metadata.file_block_start").alias("_block"),
+        F.monotonically_increasing_id().alias("_mid"), F.lit(None).cast("long").alias("_row"))
 
 
 def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
@@ -130,8 +151,8 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
 
     Read as one dataset when the files' schemas merge (``mergeSchema`` reads every footer up front,
     so a clash fails here rather than halfway through the job); otherwise file by file, where
-    each file's rows are checked field by field and an unreadable file becomes a single line that
-    fails to parse, naming it.
+    each file's rows are checked field by field and an unreadable file becomes a single row that
+    names it, with the reader's error.
     """
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
@@ -140,8 +161,12 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
     unreadable = (PySparkException, Py4JJavaError)  # a bad footer surfaces as either
 
     def as_lines(df: DataFrame) -> DataFrame:
-        return df.select(F.to_json(F.struct("*")).alias("line"),
-                         F.col("_metadata.file_path").alias("source"))
+        return df.select(F.encode(F.to_json(F.struct("*")), "UTF-8").alias("line"),
+                         F.col("_metadata.file_path").alias("source"),
+                         F.lit(None).cast("string").alias("_error"),
+                         F.lit(None).cast("long").alias("_block"),
+                         F.lit(None).cast("long").alias("_mid"),
+                         F.col("_metadata.row_index").alias("_row"))
 
     try:
         df = as_lines(spark.read.option("mergeSchema", "true").parquet(src.path))
@@ -159,10 +184,11 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
             parts.append(part)
         except unreadable as exc:
             first = str(exc).strip().splitlines()[0][:300]
-            broken.append({"line": f"unreadable parquet file: {first}", "source": f})
+            broken.append({"line": None, "source": f, "_error": f"unreadable_parquet: {first}",
+                           "_block": None, "_mid": None, "_row": None})
     if broken:
-        # Not valid JSON, so the parser quarantines it as malformed with this text as payload.
-        parts.append(local_frame(spark, broken, "line string, source string"))
+        parts.append(local_frame(spark, broken, "line binary, source string, _error string, "
+                                                "_block long, _mid long, _row long"))
     out = parts[0]
     for part in parts[1:]:
         out = out.unionByName(part)
@@ -174,17 +200,49 @@ def _tree_listing(spark: SparkSession, src: TreeSource) -> DataFrame:
 
     rows = [
         {"repo": f.repo, "path": f.relpath, "abspath": f.abspath, "size": f.size,
-         "language": f.language, "license": f.license, "skip": f.skip, "source": str(root)}
+         "language": f.language, "license": f.license, "skip": f.skip, "error": f.error,
+         "source": f.abspath}
         for repo, root in repo_roots(src.path, src.layout)
         for f in walk_repo(repo, root)
     ]
     schema = ("repo string, path string, abspath string, size long, language string, "
-              "license string, skip string, source string")
+              "license string, skip string, error string, source string")
     listing = spark.createDataFrame(pd.DataFrame(rows, columns=[s.split(" ")[0] for s in
                                                                 schema.split(", ")]), schema)
     # Spread the reads: ~200 files per task, at least one task per core.
     parts = max(spark.sparkContext.defaultParallelism, len(rows) // 200 + 1)
     return listing.repartition(parts, "path")
+
+
+def _line_numbers(decided: DataFrame) -> DataFrame:
+    """``decided`` with each quarantined or dropped JSONL row's ``source`` as ``<file>:<line>``
+    and each such Parquet row's as ``<file>#row=<n>``, and a dropped row's ``detail`` naming its
+    source (silver.rejects has no source column; a blank JSONL line has no repo or path).
+
+    A JSONL split's lines are consecutive in its scan task, so a line's number is the lines of
+    the file's earlier splits plus its position after the split's first line; both come from the
+    decided rows' locators (one small aggregate per split), and no line's text moves.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    quarantined = F.col("_outcome") != KEPT  # quarantined or dropped: rows a person looks up
+    splits = (decided.where(F.col("_block").isNotNull()).groupBy("source", "_block")
+              .agg(F.min("_mid").alias("_first"), F.count(F.lit(1)).alias("_lines")))
+    earlier = Window.partitionBy("source").orderBy("_block").rowsBetween(
+        Window.unboundedPreceding, -1)
+    splits = splits.withColumn("_before", F.coalesce(F.sum("_lines").over(earlier), F.lit(0)))
+    jsonl = (decided.where(quarantined & F.col("_block").isNotNull())
+             .join(F.broadcast(splits), ["source", "_block"])
+             .withColumn("source", F.concat_ws(":", "source", (
+                 F.col("_before") + F.col("_mid") - F.col("_first") + 1).cast("string")))
+             .select(*decided.columns))
+    parquet = decided.where(quarantined & F.col("_row").isNotNull()).withColumn(
+        "source", F.concat("source", F.lit("#row="), F.col("_row").cast("string")))
+    rest = decided.where(~quarantined | (F.col("_block").isNull() & F.col("_row").isNull()))
+    located = rest.unionByName(jsonl).unionByName(parquet)
+    return located.withColumn("detail", F.when(F.col("_outcome") == DROPPED, F.to_json(F.struct(
+        "source_kind", "source"))))
 
 
 def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]) -> StageResult:
@@ -203,15 +261,14 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
         else:
             lines = _jsonl(spark, src) if isinstance(src, JsonlSource) else _parquet(spark, src)
             read_parts.append(lines.select(
-                F.coalesce(F.length(F.encode("line", "UTF-8")), F.lit(0)).cast("long")
-                .alias("_bytes")))
+                F.coalesce(F.length("line"), F.lit(0)).cast("long").alias("_bytes")))
             decided_parts.append(map_in_arrow(lines, _decide_records(src.kind, chars, schema),
                                               DECIDED_SCHEMA))
     input_rows, decided = read_parts[0], decided_parts[0]
     for r, d in zip(read_parts[1:], decided_parts[1:]):
         input_rows, decided = input_rows.unionByName(r), decided.unionByName(d)
     decided = decided.persist(StorageLevel.MEMORY_AND_DISK)
-    return StageResult(input_rows=input_rows, decided=decided,
+    return StageResult(input_rows=input_rows, decided=_line_numbers(decided),
                        kept_columns=FILE_COLUMNS + ("source_kind", "source"),
                        persisted=[decided])
 

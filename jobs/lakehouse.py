@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from jobs.direct_io import WRITTEN_SCHEMA, parquet_file_writer, table_stats_columns
-from jobs.schemas import PARTITIONS, STATS_COLUMNS, stats_columns
+from jobs.schemas import CONSTRAINTS, PARTITIONS, STATS_COLUMNS, stats_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -241,6 +241,25 @@ class Lakehouse:
             self._details[name] = (partitions, properties)
         return self._details[name]
 
+    def _constrained(self, name: str, version: int) -> int:
+        """After a write that made ``version``: add the CHECK constraints
+        ``jobs.schemas.CONSTRAINTS`` declares for the table and it lacks (a table an earlier
+        version created; a new table gets them in its first commit), and return the table's
+        version after them. Delta checks the rows the table holds, then every later write. The
+        write's own row count stays the one ``rows_written`` reports."""
+        want = CONSTRAINTS.get(name)
+        if not want:
+            return version
+        _, properties = self._detail(name)
+        table = f"delta.`{self.path(name)}`"
+        added = False
+        for constraint, expr in want.items():
+            if f"delta.constraints.{constraint.lower()}" not in properties:
+                self.spark.sql(f"ALTER TABLE {table} ADD CONSTRAINT {constraint} CHECK ({expr})")
+                properties[f"delta.constraints.{constraint.lower()}"] = expr
+                added = True
+        return self._commit(name)[0] if added else version
+
     def partition_columns(self, name: str) -> list[str]:
         return self._detail(name)[0]
 
@@ -310,28 +329,39 @@ class Lakehouse:
         return self.overwrite_files(name, [r.asDict() for r in written], slice_=slice_)
 
     def write(self, name: str, df: DataFrame, replace_where: str | None = None,
-              append: bool = False) -> int:
+              append: bool = False, txn: tuple[str, int] | None = None) -> int:
         """Overwrite (or append to, or replace the ``replace_where`` slice of) a table.
 
         Tables in ``PARTITIONS`` are written partitioned. One that an earlier version wrote
         without those partitions is rewritten once, partitioned: its other rows and ``df``.
+        ``txn``: Delta's idempotent-write pair (``txnAppId``, ``txnVersion``): a write whose pair
+        the table has already committed is skipped, so a retried append adds nothing.
         """
         from pyspark.sql import functions as F
 
         partitions = PARTITIONS.get(name, ())
         want = stats_columns(df.schema, partitions)
+        constraints = {f"delta.constraints.{c.lower()}": expr
+                       for c, expr in CONSTRAINTS.get(name, {}).items()}
         exists = self.exists(name)
-        if want is not None and not exists:  # created with the property, in the write's commit
-            creator = df.writeTo(f"delta.`{self.path(name)}`").using("delta").tableProperty(
-                STATS_COLUMNS, want)
+        if (want is not None or constraints) and not exists:
+            # created with its properties and constraints, in the write's own commit
+            creator = df.writeTo(f"delta.`{self.path(name)}`").using("delta")
+            properties = {**({STATS_COLUMNS: want} if want is not None else {}), **constraints}
+            for key, value in properties.items():
+                creator = creator.tableProperty(key, value)
+            if txn is not None:
+                creator = creator.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
             if partitions:
                 creator = creator.partitionedBy(*[F.col(c) for c in partitions])
             creator.create()
-            self._details[name] = (list(partitions), {STATS_COLUMNS: want})
+            self._details[name] = (list(partitions), properties)
             return self._latest_commit(name)
         if want is not None:
             self._set_stats_columns(name, want)
         writer = df.write.format("delta")
+        if txn is not None:
+            writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
         if append:
             writer = writer.mode("append").option("mergeSchema", "true")
         elif replace_where and exists:
@@ -348,4 +378,4 @@ class Lakehouse:
             if partitions:
                 writer = writer.partitionBy(*partitions)
         writer.save(self.path(name))
-        return self._latest_commit(name)
+        return self._constrained(name, self._latest_commit(name))

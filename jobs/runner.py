@@ -28,7 +28,7 @@ from jobs.config import ConfigError, PipelineConfig, TreeSource
 from jobs.lakehouse import Lakehouse
 from jobs.ledger import StageReport, append_ledger
 from jobs.schemas import schema_mismatch
-from jobs.session import spark_session
+from jobs.session import check_environment, spark_session
 from jobs.stage import KEPT, Stage, quarantine_of, rejects_of
 
 if TYPE_CHECKING:
@@ -282,5 +282,7 @@ def run_pipeline(cfg: PipelineConfig, stages: list[str] | None = None, dry_run: 
     """Validate, start Spark (unless given one), run ``stages`` (default: ``cfg.stages``)."""
     names = list(stages or cfg.stages)
     preflight(cfg, names)
+    if spark is None:
+        check_environment(cfg.spark, cfg.lakehouse, writes=not dry_run)
     session = spark or spark_session(cfg.spark)
     return run_stages(session, cfg, resolve(names), run_id or new_run_id(), dry_run=dry_run)

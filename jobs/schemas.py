@@ -100,6 +100,18 @@ TABLE_SCHEMAS: dict[str, str] = {
                    "input_versions map<string,long>, output_versions map<string,long>, "
                    "dry_run boolean, output_rows long"),
 }
+# Delta CHECK constraints: invariants a table states about every row, enforced by Delta on every
+# write (a violating write fails, naming the constraint). Only on tables that dedup's delta-rs
+# commits do not write (a constraint raises the table's writer version past what they accept).
+# The file tables' invariants are the stages' own checks (the schema contract, the row balance).
+CONSTRAINTS: dict[str, dict[str, str]] = {
+    "gold.sft": {"weight_positive": "weight > 0",
+                 "split_known": "split IN ('train', 'eval')",
+                 "quality_is_a_share": "quality BETWEEN 0 AND 1"},
+    "ops.ledger": {"rows_balance": "rows_in = rows_out + rows_dropped + rows_quarantined",
+                   "counts_not_negative": "rows_out >= 0 AND rows_dropped >= 0 "
+                                          "AND rows_quarantined >= 0"},
+}
 _SPARK_NAMES = {"long": "bigint", "integer": "int", "short": "smallint", "byte": "tinyint"}
 
 

@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobs.config import REPO_ROOT, SparkSettings
+from jobs.config import REPO_ROOT, ConfigError, SparkSettings
 from udfs.settings import conf_dir
 
 if TYPE_CHECKING:
@@ -35,9 +35,7 @@ def resolve_delta_jars(jars_dir: str | Path) -> list[str]:
     The folder carries a stamp with the pom's hash, so editing the pom re-resolves. Maven writes to a
     temporary folder first, so an interrupted resolve never leaves a half-filled cache.
     """
-    target = Path(jars_dir)
-    if not target.is_absolute():
-        target = REPO_ROOT / target
+    target = _jars_folder(jars_dir)
     want = hashlib.sha256(POM.read_bytes()).hexdigest()
     stamp = target / ".pom-sha256"
     if not (stamp.exists() and stamp.read_text().strip() == want):
@@ -70,14 +68,62 @@ def _delta_on_classpath() -> bool:
     )
 
 
+def _jars_folder(jars_dir: str | Path) -> Path:
+    target = Path(jars_dir)
+    return target if target.is_absolute() else REPO_ROOT / target
+
+
+def _jars_cached(jars_dir: str | Path) -> bool:
+    """Whether ``jars_dir`` holds the jars of the current pom (``resolve_delta_jars``' stamp)."""
+    stamp = _jars_folder(jars_dir) / ".pom-sha256"
+    want = hashlib.sha256(POM.read_bytes()).hexdigest()
+    return stamp.exists() and stamp.read_text().strip() == want
+
+
 def delta_jars_mode(settings: SparkSettings) -> str:
-    """Resolve ``auto`` to provided / maven / packages (see ``SparkSettings.delta_jars``)."""
+    """Resolve ``auto`` to provided / maven / packages (see ``SparkSettings.delta_jars``): jars
+    resolved earlier are used without Maven."""
     if settings.delta_jars != "auto":
         return settings.delta_jars
     if _delta_on_classpath() or "PYSPARK_GATEWAY_PORT" in os.environ:
         # Under spark-submit the JVM is already up: jars must come from --packages/--jars.
         return "provided"
-    return "maven" if shutil.which("mvn") else "packages"
+    return "maven" if shutil.which("mvn") or _jars_cached(settings.jars_dir) else "packages"
+
+
+class EnvironmentProblem(ConfigError):
+    """The machine lacks what the run needs (Java, Delta's jars, a writable lakehouse); the
+    message names the cause and the fix."""
+
+
+def check_environment(settings: SparkSettings, lakehouse: str, writes: bool = True) -> None:
+    """Before Spark starts: raise EnvironmentProblem for what would otherwise fail deep inside
+    the JVM's start or the first write, with a Java stack trace instead of a cause."""
+    starts_jvm = "PYSPARK_GATEWAY_PORT" not in os.environ and not (
+        settings.master or "").startswith("sc://")
+    if starts_jvm:
+        java_home = os.environ.get("JAVA_HOME")
+        if not (java_home and Path(java_home, "bin", "java").exists()) and not shutil.which(
+                "java"):
+            raise EnvironmentProblem(
+                "Java not found: Spark needs a Java 17 or 21 runtime on PATH or in JAVA_HOME "
+                "(Debian/Ubuntu: apt install openjdk-17-jre-headless)")
+        if (delta_jars_mode(settings) == "maven" and not _jars_cached(settings.jars_dir)
+                and not shutil.which("mvn")):
+            raise EnvironmentProblem(
+                f"spark.delta_jars=maven: no Delta jars in {_jars_folder(settings.jars_dir)} and "
+                "no Maven (mvn) to resolve them; install Maven (apt install maven), or set "
+                "spark.delta_jars=packages to let Spark fetch io.delta:delta-spark itself")
+    if writes and "://" not in lakehouse and not lakehouse.startswith(("dbfs:", "file:")):
+        root = Path(lakehouse)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = Path(tempfile.mkstemp(prefix=".codemill-probe-", dir=root)[1])
+            probe.unlink()
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"lakehouse: cannot write to {lakehouse} ({exc.strerror}); choose another with "
+                "--set lakehouse=PATH") from None
 
 
 def build_code_zip() -> str:

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False)
@@ -40,7 +41,7 @@ def plan(recipe: RecipeOpt,
     try:
         r = load_recipe(recipe, list(overrides or []))
     except RecipeError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
     p = make_plan(plan_input(r))
     if as_json:
@@ -75,7 +76,7 @@ def _recipe_or_exit(recipe: str, overrides):
     try:
         return load_recipe(recipe, list(overrides or []))
     except RecipeError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
 
 

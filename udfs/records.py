@@ -25,6 +25,10 @@ STACK_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
 
 # A file whose first 8 KiB hold a NUL byte is binary; git uses the same test (buffer_is_binary).
 _BINARY_SNIFF_BYTES = 8192
+_MAX_STARS = 2**63 - 1  # bronze.files' stars is a long
+# Byte-order marks, longest first (UTF-32 LE's starts with UTF-16 LE's)
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+         (b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 
 
 def parse_stack_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -57,6 +61,15 @@ def validate_stack_record(obj: Any) -> tuple[dict[str, Any] | None, str | None]:
         if isinstance(value, bool) or not isinstance(value, types):
             expected = "/".join(t.__name__ for t in types)
             return None, f"mistyped_field: {name} should be {expected}, got {type(value).__name__}"
+        if name == "stars" and not 0 <= value <= _MAX_STARS:
+            shown = value if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
+            return None, f"out_of_range: stars should be 0 to 2^63-1, got {shown}"
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # JSON's \ud800 escapes decode to lone surrogates
+                return None, (f"invalid_text: {name} holds a lone surrogate "
+                              f"(U+{ord(value[exc.start]):04X}) at character {exc.start}")
         out[name] = value
     if not out["text"]:
         return None, "empty_field: text"
@@ -65,14 +78,52 @@ def validate_stack_record(obj: Any) -> tuple[dict[str, Any] | None, str | None]:
     return out, None
 
 
+def _unmarked_utf16_32(head: bytes) -> str | None:
+    """The encoding of text in UTF-16 or UTF-32 without a byte-order mark, judged from where its
+    NUL bytes sit: code points below U+0100 (all of ASCII) leave the high byte(s) of each unit
+    NUL, so nearly every second (UTF-16) or three of every four (UTF-32) bytes are NUL, in a
+    fixed position. None when the NULs fall elsewhere, as in binary data."""
+    n = len(head) - len(head) % 4
+    if n < 8:
+        return None
+    nul = [[head[i] == 0 for i in range(k, n, 4)] for k in range(4)]
+    share = [sum(col) / len(col) for col in nul]
+    if min(share[1:]) > 0.9 and share[0] < 0.1:
+        return "utf-32-le"
+    if min(share[:3]) > 0.9 and share[3] < 0.1:
+        return "utf-32-be"
+    odd, even = (share[1] + share[3]) / 2, (share[0] + share[2]) / 2
+    if odd > 0.9 and even < 0.1:
+        return "utf-16-le"
+    if even > 0.9 and odd < 0.1:
+        return "utf-16-be"
+    return None
+
+
 def decode_source(content: bytes) -> tuple[str | None, str | None]:
-    """Decode a source file as strict UTF-8 (a leading BOM is dropped), or return ``(None, error)``."""
-    if b"\x00" in content[:_BINARY_SNIFF_BYTES]:
-        return None, "binary_file: NUL byte in the first 8 KiB"
+    """Decode a source file, or return ``(None, error)``.
+
+    A byte-order mark decides the encoding (UTF-8, UTF-16 or UTF-32, either byte order; the mark
+    is dropped). Without one, a file whose first 8 KiB hold NUL bytes is UTF-16/32 when they sit
+    where those encodings put them (``_unmarked_utf16_32``) and binary otherwise; the rest must
+    be strict UTF-8. Decoded text that still holds a NUL character is binary too.
+    """
+    head = content[:_BINARY_SNIFF_BYTES]
+    encoding = next((enc for bom, enc in _BOMS if content.startswith(bom)), None)
+    if encoding is not None:
+        content = content[len(next(b for b, e in _BOMS if e == encoding)):]
+    elif b"\x00" in head:
+        encoding = _unmarked_utf16_32(head)
+        if encoding is None:
+            return None, "binary_file: NUL byte in the first 8 KiB"
     try:
-        return content.decode("utf-8-sig"), None
+        text = content.decode(encoding or "utf-8")
     except UnicodeDecodeError as exc:
-        return None, f"invalid_utf8: {exc.reason} at byte {exc.start}"
+        kind = "invalid_" + (encoding or "utf-8").replace("-", "")
+        return None, f"{kind}: {exc.reason} at byte {exc.start}"
+    if "\x00" in text:
+        return None, "binary_file: NUL character in the text"
+    return text, None
 
 
 def file_id(repo: str, path: str, content: bytes) -> str:

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import pwd
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,6 +18,7 @@ from deltalake import DeltaTable
 from jobs.runner import run_pipeline
 from tests.conftest import make_config
 from udfs.records import file_id
+from udfs.trees import walk_repo
 
 GOOD = {"text": "def f():\n    return 1\n", "language": "Python", "license": "MIT", "stars": 120,
         "path": "src/f.py", "repo": "acme/tools"}
@@ -51,8 +59,12 @@ def test_jsonl_malformed_lines_are_quarantined_with_payload(spark, lakehouse, tm
          ("ingest", "jsonl", lines[3])], key=repr)
     errors = sorted(q[3].split(":")[0] for q in quarantined)
     assert errors == ["malformed_json", "missing_field", "mistyped_field"]
-    sources = rows(lakehouse, "ops.quarantine", ["source"])
-    assert all(s[0].endswith("stack/part-0.jsonl") for s in sources)
+    # each names its file and line (1-based, blank lines counted)
+    assert rows(lakehouse, "ops.quarantine", ["source"]) == [
+        (f"file:{src}:{n}",) for n in (2, 3, 4)]
+    [blank] = rows(lakehouse, "silver.rejects", ["reason", "detail"])
+    assert blank == ("blank_line", json.dumps({"source_kind": "jsonl", "source": f"file:{src}:5"},
+                                              separators=(",", ":")))
 
 
 def test_parquet_corrupt_file_and_mistyped_column(spark, lakehouse, tmp_path):
@@ -66,9 +78,10 @@ def test_parquet_corrupt_file_and_mistyped_column(spark, lakehouse, tmp_path):
 
     assert (report.rows_in, report.rows_out, report.rows_quarantined) == (4, 2, 2)
     errors = rows(lakehouse, "ops.quarantine", ["source", "error"])
-    assert errors[0][0].endswith("b.parquet")
-    assert errors[0][1] == "mistyped_field: stars should be int, got str"
-    assert errors[1][0].endswith("c.parquet") and errors[1][1].startswith("malformed_json")
+    assert errors[0] == (f"file:{folder / 'b.parquet'}#row=0",
+                         "mistyped_field: stars should be int, got str")
+    assert errors[1][0] == f"file:{folder / 'c.parquet'}"
+    assert errors[1][1].startswith("unreadable_parquet: ")
     assert rows(lakehouse, "bronze.files", ["path"]) == [("src/f.py",), ("src/h.py",)]
 
 
@@ -100,3 +113,51 @@ def test_tree_invalid_utf8_and_binary_are_quarantined(spark, lakehouse, tmp_path
     rejects = rows(lakehouse, "silver.rejects", ["stage", "reason", "path"])
     assert rejects == [("ingest", "unsupported_extension", "LICENSE"),
                        ("ingest", "unsupported_extension", "README.md")]
+    # a tree file's source is the file itself, not the tree it was found in
+    assert [s for s, _ in rows(lakehouse, "ops.quarantine", ["source", "error"])] == [
+        str(repo / "pkg" / "blob.c"), str(repo / "pkg" / "latin1.py")]
+
+
+def _become_nobody() -> None:
+    nobody = pwd.getpwnam("nobody")
+    os.setgroups([])
+    os.setgid(nobody.pw_gid)
+    os.setuid(nobody.pw_uid)
+
+
+def _decide_as_listed(listing: list[dict]) -> list[dict]:
+    from jobs.arrow import arrow_schema
+    from jobs.ingest import DECIDED_SCHEMA, _decide_tree_files
+
+    batch = pa.RecordBatch.from_pylist(listing)
+    [out] = list(_decide_tree_files(100, arrow_schema(DECIDED_SCHEMA))(iter([batch])))
+    return out.to_pylist()
+
+
+def test_a_file_the_job_cannot_read_is_quarantined_naming_it():
+    """Run as a user without permission (root reads a mode-000 file, so the executor function
+    runs in a child that became ``nobody``): the file is quarantined with the OS's reason and its
+    own path; its readable neighbour is kept."""
+    folder = Path(tempfile.mkdtemp(prefix="codemill-unreadable-"))
+    try:
+        repo = folder / "repo"
+        repo.mkdir()
+        for d in (folder, repo):
+            d.chmod(0o755)
+        (repo / "open.py").write_text("y = 2\n")
+        (repo / "open.py").chmod(0o644)
+        (repo / "secret.py").write_text("x = 1\n")
+        (repo / "secret.py").chmod(0)
+        listing = [{**asdict(f), "path": f.relpath, "source": f.abspath}
+                   for f in walk_repo("repo", repo)]
+        for row in listing:
+            del row["relpath"]
+        become = _become_nobody if os.geteuid() == 0 else None
+        with multiprocessing.get_context("fork").Pool(1, initializer=become) as pool:
+            got = {r["path"]: r for r in pool.apply(_decide_as_listed, (listing,))}
+        assert got["open.py"]["_outcome"] == "kept" and got["open.py"]["text"] == "y = 2\n"
+        assert got["secret.py"]["_outcome"] == "quarantined"
+        assert got["secret.py"]["_reason"] == "unreadable_file: Permission denied"
+        assert got["secret.py"]["source"] == str(repo / "secret.py")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -167,8 +167,8 @@ def test_versions_and_written_rows_come_from_delta_log_without_a_spark_job(spark
         [("dedup", "x", str(i)) for i in range(n)], SCHEMA)
     writes = [("silver.rejects", frame(3), {"replace_where": "stage = 'dedup'"}),
               ("silver.rejects", frame(5), {"replace_where": "stage = 'dedup'"}),
-              ("ops.ledger", frame(2), {"append": True}),
-              ("ops.ledger", frame(4), {"append": True}),
+              ("scratch.appended", frame(2), {"append": True}),  # ops.ledger's way, without
+              ("scratch.appended", frame(4), {"append": True}),  # its columns and constraints
               ("silver.dup_clusters", frame(6), {})]
     tracker = spark.sparkContext.statusTracker()
     # the newest job's id: the tracker keeps only the last spark.ui.retainedJobs (1,000) jobs of
@@ -186,7 +186,7 @@ def test_versions_and_written_rows_come_from_delta_log_without_a_spark_job(spark
         assert from_log == (fallback.version(name), fallback.rows_written(name))
         assert last_job() > before  # history(1) ran one
         assert from_log == (DeltaTable(lake.path(name)).version(), df.count())
-    assert lake.version("silver.rejects") == 1 and lake.version("ops.ledger") == 1
+    assert lake.version("silver.rejects") == 1 and lake.version("scratch.appended") == 1
 
 
 def test_ledger_rows_are_built_in_the_jvm_and_read_back_exactly(spark, lakehouse):
@@ -222,7 +222,7 @@ def test_the_code_zip_is_complete_and_its_folder_goes_when_the_driver_exits(tmp_
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
                           text=True, check=True)
     path, names = done.stdout.splitlines()
-    assert names == "['jobs/__init__.py', 'udfs/__init__.py']"
+    assert names == "['jobs/__init__.py', 'jobs/dedup/__init__.py', 'udfs/__init__.py']"
     assert Path(path).name == "codemill_code.zip"
     assert not Path(path).parent.exists()
 

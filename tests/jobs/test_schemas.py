@@ -76,3 +76,32 @@ def test_checksums_ignore_row_order_and_files_but_not_content(tmp_path):
     # without the changed column the third table is the same content
     assert table_checksum(str(tmp_path / "c"), "x.t", exclude=("n",))["sha256"] == \
         table_checksum(str(tmp_path / "a"), "x.t", exclude=("n",))["sha256"]
+
+
+def test_check_constraints_refuse_a_violating_row_and_survive_overwrites(spark, lakehouse):
+    from jobs.arrow import local_frame
+    from jobs.lakehouse import Lakehouse
+    from jobs.ledger import LEDGER_FIELDS
+
+    lake = Lakehouse(spark, lakehouse)
+    ddl = ", ".join(f"{n} {kind}" for n, kind in LEDGER_FIELDS)
+
+    def row(rows_in, rows_out, run="r1"):
+        return {"run_id": run, "stage": "ingest", "rows_in": rows_in, "rows_out": rows_out,
+                "rows_dropped": 1, "dropped": {"blank_line": 1}, "rows_quarantined": 0,
+                "bytes_in": 1, "bytes_out": 1, "seconds": 0.1, "config_hash": "x",
+                "input_versions": {}, "output_versions": {}, "dry_run": False, "output_rows": 1}
+
+    lake.write("ops.ledger", local_frame(spark, [row(3, 2)], ddl), append=True)
+    properties = {r["key"]: r["value"] for r in spark.sql(
+        f"SHOW TBLPROPERTIES delta.`{lake.path('ops.ledger')}`").collect()}
+    assert properties["delta.constraints.rows_balance"] == (
+        "rows_in = rows_out + rows_dropped + rows_quarantined")
+    with pytest.raises(Exception, match="(?i)rows_balance"):  # 5 ≠ 2 + 1 + 0
+        lake.write("ops.ledger", local_frame(spark, [row(5, 2, "r2")], ddl), append=True)
+    fresh = Lakehouse(spark, lakehouse)  # another run: nothing cached
+    fresh.write("ops.ledger", local_frame(spark, [row(4, 3, "r3")], ddl))  # an overwrite
+    with pytest.raises(Exception, match="(?i)rows_balance"):
+        fresh.write("ops.ledger", local_frame(spark, [row(9, 1, "r4")], ddl))
+    got = spark.read.format("delta").load(lake.path("ops.ledger")).select("run_id").collect()
+    assert [r["run_id"] for r in got] == ["r3"]

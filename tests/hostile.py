@@ -1,0 +1,268 @@
+"""A corpus of hostile inputs, built on the fly (nothing checked in), with the outcome each must
+reach in a full run: kept, dropped with a named reason, or quarantined with an error and a
+``source`` that names the file (and line or row).
+
+``build(root)`` writes three sources under ``root`` (a source tree, a JSONL file, a Parquet
+folder) and returns the ``Case`` list. ``Case.where`` says how to find the input in the tables:
+by (repo, path) for files, by the source string for records that never get a path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TREE_REPO = "hostile"
+JSONL_REPO = "jsonrepo"
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str  # what is hostile about it
+    path: str | None  # repo path (files and records with one); None: found by ``source``
+    repo: str | None
+    stage: str | None  # where it stops; None: kept to the end (silver.unique_files)
+    outcome: str | None  # "dropped" | "quarantined" | None (kept)
+    reason: str | None  # the reason / error's prefix (before ':')
+    source: str | None = None  # ops.quarantine / rejects' source, exactly
+
+
+def good_code(seed: int, lines: int = 24) -> str:
+    """Ordinary Python that passes every filter; distinct per seed (no dedup between cases)."""
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta", "lambda_"]
+    out = [f'"""Module {seed}: helpers for the {rng.choice(words)} pipeline."""', ""]
+    for i in range(lines // 4):
+        a, b = rng.sample(words, 2)
+        out += [f"def {a}_{b}_{seed}_{i}(value, factor={rng.randint(2, 99)}):",
+                f"    total = value * factor + {rng.randint(0, 999)}",
+                f"    return total if total > {rng.randint(0, 50)} else {b}_default(value)", ""]
+    return "\n".join(out) + "\n"
+
+
+def nested(language: str, depth: int = 10_000) -> str:
+    """A call nested ``depth`` deep, wrapped to 80-column lines, inside a valid shell of the
+    language: passes the filters (mostly letters, short lines) and reaches the parser. The
+    callee is named after the language, so no two of these are near duplicates."""
+    opening = f"{language}_call(" * depth
+    closing = ")" * depth
+    body = "\n".join(opening[i:i + 80] for i in range(0, len(opening), 80)) + "1" + "\n".join(
+        closing[i:i + 80] for i in range(0, len(closing), 80))
+    shell = {"python": "x = {}\n", "javascript": "var x = {};\n",
+             "c": "int main(void) {{\n  return {};\n}}\n",
+             "java": "class Nested {{\n  int x = {};\n}}\n"}[language]
+    return shell.format(body)
+
+
+def _tree(root: Path) -> list[Case]:
+    repo = root / "tree" / TREE_REPO
+    (repo / "dir with space").mkdir(parents=True)
+    (repo / "LICENSE").write_text("MIT License\n\nPermission is hereby granted, free of charge, to "
+                                  "any person obtaining a copy of this software\n")
+    cases: list[Case] = []
+
+    def put(path: str, data: bytes | str, stage, outcome, reason, kind) -> None:
+        full = repo / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        cases.append(Case(kind, path, TREE_REPO, stage, outcome, reason))
+
+    put("invalid_utf8.py", b"x = 1\n# caf\xe9 \xff\xfe\n", "ingest", "quarantined",
+        "invalid_utf8", "invalid UTF-8")
+    put("utf16_bom.py", good_code(1).encode("utf-16"), None, None, None, "UTF-16 with BOM")
+    put("utf16_no_bom.py", good_code(2).encode("utf-16-le"), None, None, None, "UTF-16 without BOM")
+    put("utf32_bom.py", good_code(3).encode("utf-32"), None, None, None, "UTF-32 with BOM")
+    put("utf32_no_bom.py", good_code(4).encode("utf-32-be"), None, None, None,
+        "UTF-32 without BOM")
+    put("nul_bytes.py", b"x = 1\n\x00\x01\x02\x03 packed\n" * 20, "ingest", "quarantined",
+        "binary_file", "NUL bytes")
+    put("empty.py", b"", "filter", "dropped", "too_few_lines", "empty file")
+    put("whitespace_only.py", b"   \n\t\n\n      \n", "filter", "dropped", "too_few_lines",
+        "whitespace-only file")
+    # 50 MB: a line count far past max_lines decides first
+    put("huge.py", b"value_7 = compute(7)\n" * 2_400_000, "filter", "dropped",
+        "too_many_lines", "50 MB file")
+    put("one_line.js", "var a = [" + "1," * 1_000_000 + "];", "filter", "dropped",
+        "too_few_lines", "a single 2 MB line")
+    for lang, ext in (("python", "py"), ("javascript", "js"), ("c", "c"), ("java", "java")):
+        put(f"nested.{ext}", nested(lang), "split", "quarantined", "too_deep",
+            f"10,000 nested brackets ({lang})")
+    put("minified.js", "\n".join("a=b+c;d=e*f;" * 250 for _ in range(12)) + "\n", "filter",
+        "dropped", "too_many_long_lines", "minified JS")
+    blob = base64.encodebytes(random.Random(5).randbytes(3000)).decode()
+    put("base64_blob.py", good_code(5) + f'DATA = """\n{blob}"""\n', "filter", "dropped",
+        "encoded_data", "base64 blob in code")
+    hexes = [f"0x{b:02x}" for b in random.Random(6).randbytes(600) if b >= 0xA0][:400]
+    rows = ",\n    ".join(", ".join(hexes[i:i + 12]) for i in range(0, len(hexes), 12))
+    put("hex_blob.py", good_code(6, 8) + f"BLOB = [\n    {rows},\n]\n", "filter", "dropped",
+        "encoded_data", "hex blob in code")
+    put("generated_pb2.py", "# Generated by the protocol buffer compiler.  DO NOT EDIT!\n"
+        + good_code(7), "filter", "dropped", "autogenerated", "autogenerated file")
+    put("dir with space/naïve ünïcode.py", good_code(8), None, None, None,
+        "path with spaces and non-ASCII")
+    # links: a loop, one to nowhere, one out of the tree, and a FIFO (reading it would block)
+    os.symlink("loop_b.py", repo / "loop_a.py")
+    os.symlink("loop_a.py", repo / "loop_b.py")
+    cases += [Case("symlink loop", p, TREE_REPO, "ingest", "dropped", "symlink_loop")
+              for p in ("loop_a.py", "loop_b.py")]
+    os.symlink("does/not/exist.py", repo / "dangling.py")
+    cases.append(Case("dangling symlink", "dangling.py", TREE_REPO, "ingest", "dropped",
+                      "broken_symlink"))
+    outside = root / "outside_secret.py"
+    outside.write_text(good_code(9))
+    os.symlink(outside, repo / "outside.py")
+    cases.append(Case("symlink out of the tree", "outside.py", TREE_REPO, "ingest", "dropped",
+                      "symlink_outside_tree"))
+    os.mkfifo(repo / "fifo.py")
+    cases.append(Case("FIFO named like code", "fifo.py", TREE_REPO, "ingest", "dropped",
+                      "not_a_regular_file"))
+    if os.geteuid() != 0:  # root reads a mode-000 file; tests/jobs/test_hostile runs it as nobody
+        put("unreadable.py", good_code(10), "ingest", "quarantined", "unreadable_file",
+            "unreadable file")
+        (repo / "unreadable.py").chmod(0)
+    return cases
+
+
+def _record(seed: int, **fields) -> dict:
+    return {"text": good_code(seed), "language": "python", "license": "mit", "stars": 500,
+            "path": f"rec_{seed}.py", "repo": JSONL_REPO, **fields}
+
+
+def _jsonl(root: Path) -> list[Case]:
+    path = root / "records" / "hostile.jsonl"
+    path.parent.mkdir(parents=True)
+    src = f"file:{path}"  # as Spark's _metadata.file_path names it
+    lines: list[tuple[bytes, Case | None]] = []
+
+    def line(data: bytes | str | dict, case: Case | None) -> None:
+        if isinstance(data, dict):
+            data = json.dumps(data)
+        lines.append((data.encode() if isinstance(data, str) else data, case))
+
+    def quarantined(reason: str, kind: str) -> Case:
+        return Case(kind, None, None, "ingest", "quarantined", reason,
+                    f"{src}:{len(lines) + 1}")
+
+    line(_record(20), Case("valid record", "rec_20.py", JSONL_REPO, None, None, None))
+    line('{"text": "x = 1", "language": "pyth', quarantined("malformed_json", "truncated JSON"))
+    line("[1, 2, 3]", quarantined("not_an_object", "JSON array instead of an object"))
+    line('"just a string"', quarantined("not_an_object", "JSON scalar instead of an object"))
+    line({k: v for k, v in _record(21).items() if k != "text"},
+         quarantined("missing_field", "missing field"))
+    line(_record(22, stars="many"), quarantined("mistyped_field", "mistyped field"))
+    line(_record(23, text=None), quarantined("missing_field", "null field"))
+    line(json.dumps(_record(24, text="SURROGATE = 1\n" + good_code(24))).replace(
+        "SURROGATE", "\\ud800", 1), quarantined("invalid_text", "lone surrogate"))
+    line(json.dumps(_record(25)).replace('"stars": 500', '"stars": ' + "9" * 40),
+         quarantined("out_of_range", "integer beyond 64 bits"))
+    line(_record(26, stars=-3), quarantined("out_of_range", "negative stars"))
+    line(_record(27, license="wtfpl-9"), Case("unknown license", "rec_27.py", JSONL_REPO,
+                                                "filter", "dropped", "license_not_allowed"))
+    line(_record(28, language="brainfuck"), Case("unknown language", "rec_28.py", JSONL_REPO,
+                                                   None, None, None))
+    line("", Case("blank line", None, None, "ingest", "dropped", "blank_line",
+                  f"{src}:{len(lines) + 1}"))
+    line(b'{"text": "caf\xe9", "language": "python", "path": "x.py", "repo": "r"}',
+         quarantined("invalid_utf8", "invalid UTF-8 inside a JSON line"))
+    line("[" * 100_000 + "]" * 100_000, quarantined("malformed_json", "JSON nested 100,000 deep"))
+    line(_record(29, text="x = '" + "a" * 2_000_000 + "'\n"),
+         Case("a 2 MB line in a record", "rec_29.py", JSONL_REPO, "filter", "dropped",
+              "too_few_lines"))
+    path.write_bytes(b"\n".join(data for data, _ in lines) + b"\n")
+    return [case for _, case in lines if case is not None]
+
+
+def _parquet(root: Path) -> list[Case]:
+    folder = root / "parquet"
+    folder.mkdir()
+    good = pa.Table.from_pylist([_record(40, path="pq_40.py", repo="pqrepo"),
+                                 _record(41, path="pq_41.py", repo="pqrepo")])
+    pq.write_table(good, folder / "good.parquet")
+    pq.write_table(good, folder / "whole.parquet")
+    data = (folder / "whole.parquet").read_bytes()
+    (folder / "whole.parquet").unlink()
+    (folder / "truncated.parquet").write_bytes(data[: len(data) // 2])
+    pq.write_table(pa.Table.from_pylist([{"content": good_code(42), "lang": "python"},
+                                         {"content": good_code(43), "lang": "python"}]),
+                   folder / "wrong_schema.parquet")
+    uri = f"file:{folder / 'truncated.parquet'}"
+    wrong = f"file:{folder / 'wrong_schema.parquet'}"
+    return [
+        Case("valid Parquet rows", "pq_40.py", "pqrepo", None, None, None),
+        Case("valid Parquet rows", "pq_41.py", "pqrepo", None, None, None),
+        Case("truncated Parquet file", None, None, "ingest", "quarantined", "unreadable_parquet",
+             uri),
+        *[Case("Parquet file with a wrong schema", None, None, "ingest", "quarantined",
+               "missing_field", f"{wrong}#row={i}") for i in range(2)],
+    ]
+
+
+def build(root: Path) -> list[Case]:
+    """Write the hostile sources under ``root`` and return every case."""
+    return _tree(root) + _jsonl(root) + _parquet(root)
+
+
+def sources(root: Path) -> str:
+    """The ``ingest.sources`` override for ``build``'s three sources."""
+    return (f"ingest.sources=[{{kind: tree, path: '{root / 'tree'}', layout: repos}}, "
+            f"{{kind: jsonl, path: '{root / 'records'}'}}, "
+            f"{{kind: parquet, path: '{root / 'parquet'}'}}]")
+
+
+# --- pathological input for every text rule ---------------------------------------------------
+# Each input is built to keep a regex or a scan near a match for as long as possible: a run that
+# never terminates the pattern, a prefix repeated, nothing but separators.
+PATHOLOGICAL: dict[str, object] = {
+    "one letter repeated (base64-like run)": lambda n: "A" * n,
+    "hex pairs without 0x": lambda n: "ab, " * (n // 4),
+    "0x repeated": lambda n: "0x" * (n // 2),
+    "unicode escape prefixes": lambda n: "\\u00" * (n // 4),
+    "e-mail prefixes": lambda n: "a@" * (n // 2),
+    "dotted digits": lambda n: "1." * (n // 2),
+    "colons (IPv6-like)": lambda n: "a:" * (n // 2),
+    "unterminated password literal": lambda n: "password = '" + "x" * n,
+    "URL userinfo without a host": lambda n: "https://" + "a" * n + ":",
+    "JWT prefix without parts": lambda n: "eyJ" + "A" * n + ".",
+    "private key without an END line": lambda n: "-----BEGIN PRIVATE KEY-----\n" + "QUJD" * (n // 4),
+    "trailing whitespace": lambda n: " " * n + "x",
+    "empty lines": lambda n: "\n" * n,
+    "one long line": lambda n: "x" * n,
+    "keyword lines": lambda n: "token = x\n" * (n // 10),
+}
+
+
+def text_rules() -> dict[str, object]:
+    """Every rule that scans a file's text, as ``name → f(text)``: the filter rules, the
+    secret finder, decontamination, and dedup's hashing kernels."""
+    import numpy as np
+
+    from udfs import filters
+    from udfs.decontam import Decontaminator, load_humaneval
+    from udfs.minhash import content_hashes, shingle_hashes
+    from udfs.redaction import find_secrets
+
+    params = filters.FilterParams()
+
+    def filter_rule(rule):
+        return lambda t: rule(filters.Doc(t, "python", "mit", 500), params)
+
+    rules = {f"filter.{name}": filter_rule(rule) for name, rule in filters.RULES.items()}
+    rules["filter.quality_signals"] = lambda t: filters.quality_signals(filters.Doc(t))
+    rules["redaction.find_secrets"] = find_secrets
+    matcher = Decontaminator(load_humaneval())
+    rules["decontam.check"] = matcher.check
+
+    def utf8(t):
+        data = np.frombuffer(t.encode(), np.uint8)
+        return data, np.array([0, len(data)])
+
+    rules["minhash.content_hashes"] = lambda t: content_hashes(*utf8(t))
+    rules["minhash.shingle_hashes"] = lambda t: shingle_hashes(*utf8(t))
+    return rules
