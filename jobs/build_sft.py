@@ -72,7 +72,8 @@ def _build(templates_path: str, augmentations: frozenset[str], payload_chars: in
     from udfs.records import preview
     from udfs.sft import build_records
 
-    templates = Templates.load(templates_path)
+    templates = Templates.load(templates_path)  # on the driver: executors get the object
+
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             buf = RowBuffer(schema)
@@ -125,16 +126,17 @@ def _write_tests(samples: DataFrame, cfg: PipelineConfig, schema_ddl: str) -> Da
              .withColumn("_n", F.row_number().over(
                  Window.partitionBy("sample_id").orderBy("test_id")))
              .where("_n = 1").drop("_n", "called"))
-    templates_path = str(cfg.sft.templates_path())
+    from udfs.instructions import Templates
+
+    # loaded here and shipped with the function: executors may not see the driver's files
+    templates = Templates.load(str(cfg.sft.templates_path()))
     schema = arrow_schema(schema_ddl)
 
     def run(batches):
         import pyarrow as pa
 
-        from udfs.instructions import Templates
         from udfs.sft import definition_of, quality_score, tool_call_record
 
-        templates = Templates.load(templates_path)
         for batch in batches:
             rows = []
             for p in batch.to_pylist():

@@ -3,6 +3,7 @@
     codemill corpus --out data/corpus            # build a real corpus from this machine's code
     codemill run                                 # every stage, local defaults
     codemill run --language python --max-samples 1000 --min-stars 10 --dry-run
+    codemill run --resume 20261206T013921Z-3dea00   # an interrupted run, from its next stage
     codemill stage filter --set filter.params.min_lines=5
     codemill tables                              # tables, Delta versions, row counts
     codemill export silver.files --format jsonl --out exports/silver_files
@@ -78,9 +79,25 @@ def _run(stages, config, env, overrides, languages, max_samples, min_stars, dry_
 @app.command()
 def run(config: ConfigOpt = None, env: EnvOpt = "local", set_: SetOpt = None,
         language: LangOpt = None, max_samples: MaxOpt = None, min_stars: StarsOpt = None,
-        dry_run: DryOpt = False) -> None:
+        dry_run: DryOpt = False,
+        resume: Annotated[Optional[str], typer.Option(
+            "--resume", help="go on with this interrupted run (its id: a folder of "
+                             "<lakehouse>/_runs) from its first unfinished stage, with its own "
+                             "config")] = None) -> None:
     """Run every stage of the pipeline (conf 'stages') and print the ledger summary."""
-    _run(None, config, env, set_, language, max_samples, min_stars, dry_run)
+    if resume is None:
+        _run(None, config, env, set_, language, max_samples, min_stars, dry_run)
+        return
+    from jobs.report import print_summary
+    from jobs.runner import resume_pipeline
+
+    lakehouse = _config(config, env, set_).lakehouse  # where the run is; the rest is the run's
+    try:
+        result = resume_pipeline(lakehouse, resume)
+    except ConfigError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    print_summary(result, console)
 
 
 @app.command()

@@ -72,14 +72,14 @@ LEDGER_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
-def append_ledger(lake: Lakehouse, reports: list[StageReport]) -> int:
+def append_ledger(lake: Lakehouse, reports: list[StageReport], position: int = 0) -> int:
     """Append one ops.ledger row per report and return the ledger's new version. The append is
-    idempotent per run (Delta's ``txnAppId`` = the run id): a retry of the same run's append
-    adds no row twice."""
+    idempotent: Delta's ``txnAppId`` is the run id and ``txnVersion`` the ``position`` of the
+    (first) stage in the run, so a retried append of the same stage adds no row twice."""
     from jobs.arrow import local_frame
 
     rows = [{name: r.as_row()[name] for name, _ in LEDGER_FIELDS} for r in reports]
     frame = local_frame(lake.spark, rows, ", ".join(f"{n} {kind}" for n, kind in LEDGER_FIELDS))
     runs = {r.run_id for r in reports}
-    txn = (f"codemill-ledger-{runs.pop()}", 0) if len(runs) == 1 else None
+    txn = (f"codemill-ledger-{runs.pop()}", position) if len(runs) == 1 else None
     return lake.write("ops.ledger", frame, append=True, txn=txn)

@@ -166,15 +166,40 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]],
         return {table: future.result() for table, future in futures.items()}
 
 
+@dataclass
+class Resumed:
+    """What an interrupted run finished: its stages' ledger rows, in order."""
+
+    reports: list[StageReport]
+
+    @property
+    def stages(self) -> list[str]:
+        return [r.stage for r in self.reports]
+
+    def versions(self) -> dict[str, int]:
+        """The table versions its stages wrote (the later stage's where two wrote one)."""
+        out: dict[str, int] = {}
+        for r in self.reports:
+            out.update(r.output_versions)
+        return out
+
+
 def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], run_id: str,
-               dry_run: bool = False) -> RunResult:
+               dry_run: bool = False, resumed: Resumed | None = None) -> RunResult:
+    """Run ``stages`` in order. Each stage reads a table an earlier stage of this run wrote at the
+    version that stage wrote (not whatever is latest), and its ledger row is appended as soon as
+    its tables are written, so an interrupted run can go on from the next stage
+    (``resume_pipeline``). ``resumed``: the stages of ``run_id`` that finished before."""
     from pyspark.sql import functions as F
 
     lake = Lakehouse(spark, cfg.lakehouse)
     produced: dict[str, DataFrame] = {}
-    reports: list[StageReport] = []
-    tables: dict[str, tuple[str, int | None]] = {}
+    reports: list[StageReport] = list(resumed.reports) if resumed else []
+    pinned: dict[str, int] = resumed.versions() if resumed else {}
+    tables: dict[str, tuple[str, int | None]] = {t: (lake.path(t), v) for t, v in pinned.items()}
     keep_alive: list[DataFrame] = []
+    if not dry_run:
+        write_run_folder(lake, cfg, run_id, reports, tables)  # its config.yaml is what resumes
     for stage in stages:
         name = stage.name
         started = time.perf_counter()
@@ -183,7 +208,7 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], ru
             if table in produced:
                 inputs[table] = produced[table]
             else:
-                inputs[table], in_versions[table] = lake.read(table)
+                inputs[table], in_versions[table] = lake.read(table, pinned.get(table))
         result = stage.build(spark, cfg, inputs)
         _check_schemas(stage, result)
         # the input's totals and the outcome tally are two small jobs: side by side, neither
@@ -235,13 +260,16 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], ru
                 report.output_rows = lake.rows_written(stage.output)
             for table, version in out.items():
                 tables[table] = (lake.path(table), version)
+            pinned.update(out)
             for df in result.persisted:
                 df.unpersist()
         report.seconds = round(time.perf_counter() - started, 2)
         reports.append(report)
+        if not dry_run:  # the stage is done once its row is in: a resume starts after it
+            tables["ops.ledger"] = (lake.path("ops.ledger"),
+                                    append_ledger(lake, [report], position=len(reports) - 1))
     run_dir = None
     if not dry_run:
-        tables["ops.ledger"] = (lake.path("ops.ledger"), append_ledger(lake, reports))
         run_dir = write_run_folder(lake, cfg, run_id, reports, tables)
     for df in keep_alive:
         df.unpersist()
@@ -275,6 +303,44 @@ def write_run_folder(lake: Lakehouse, cfg: PipelineConfig, run_id: str,
         for name, text in files.items():
             Path(run_dir, name).write_text(text)
     return run_dir
+
+
+class CannotResume(ConfigError):
+    """The run to resume is unknown, or finished."""
+
+
+def resume_pipeline(lakehouse: str, run_id: str, spark: SparkSession | None = None) -> RunResult:
+    """Go on with run ``run_id`` of ``lakehouse`` from the stage after the last one whose ledger
+    row it appended: with the run's own config (``_runs/<run_id>/config.yaml``), its run id, and
+    its stages' table versions as the next stages' inputs."""
+    from pyspark.sql import functions as F
+
+    config = Path(lakehouse, "_runs", run_id, "config.yaml") if "://" not in lakehouse else None
+    if config is None or not config.exists():
+        raise CannotResume(f"--resume {run_id}: no run folder {lakehouse}/_runs/{run_id} "
+                           "(codemill tables lists the lakehouse; run ids are its _runs folders)")
+    cfg = PipelineConfig.model_validate(yaml.safe_load(config.read_text()))
+    names = list(cfg.stages)
+    preflight(cfg, names)
+    if spark is None:
+        check_environment(cfg.spark, cfg.lakehouse)
+    session = spark or spark_session(cfg.spark)
+    lake = Lakehouse(session, cfg.lakehouse)
+    rows = []
+    if lake.exists("ops.ledger"):
+        rows = [r.asDict(recursive=True) for r in lake.read("ops.ledger")[0]
+                .where((F.col("run_id") == run_id) & ~F.col("dry_run")).collect()]
+    done = {r["stage"]: r for r in rows}
+    finished = [n for n in names if n in done]
+    if finished != names[:len(finished)]:
+        raise CannotResume(f"--resume {run_id}: its ledger rows ({', '.join(done)}) are not the "
+                           f"first stages of {', '.join(names)}")
+    if len(finished) == len(names):
+        raise CannotResume(f"--resume {run_id}: every stage finished ({', '.join(names)})")
+    fields = set(StageReport.__dataclass_fields__)
+    reports = [StageReport(**{k: v for k, v in done[n].items() if k in fields}) for n in finished]
+    return run_stages(session, cfg, resolve(names[len(finished):]), run_id,
+                      resumed=Resumed(reports))
 
 
 def run_pipeline(cfg: PipelineConfig, stages: list[str] | None = None, dry_run: bool = False,
