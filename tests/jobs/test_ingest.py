@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
+from jobs.arrow import arrow_schema
+from jobs.ingest import DECIDED_SCHEMA, _decide_tree_files
 from jobs.runner import run_pipeline
 from tests.conftest import make_config
 from udfs.records import file_id
@@ -125,19 +127,23 @@ def _become_nobody() -> None:
     os.setuid(nobody.pw_uid)
 
 
-def _decide_as_listed(listing: list[dict]) -> list[dict]:
-    from jobs.arrow import arrow_schema
-    from jobs.ingest import DECIDED_SCHEMA, _decide_tree_files
-
+def _list_and_decide(repo: str, schema: pa.Schema) -> list[dict]:
+    """The tree's listing (the driver's part) and its files read (the executors' part). Whatever
+    it imports is imported before the fork: ``nobody`` may not read this Python's files."""
+    listing = [{**asdict(f), "path": f.relpath, "source": f.abspath}
+               for f in walk_repo("repo", Path(repo))]
+    for row in listing:
+        del row["relpath"]
     batch = pa.RecordBatch.from_pylist(listing)
-    [out] = list(_decide_tree_files(100, arrow_schema(DECIDED_SCHEMA))(iter([batch])))
+    [out] = list(_decide_tree_files(100, schema)(iter([batch])))
     return out.to_pylist()
 
 
-def test_a_file_the_job_cannot_read_is_quarantined_naming_it():
-    """Run as a user without permission (root reads a mode-000 file, so the executor function
-    runs in a child that became ``nobody``): the file is quarantined with the OS's reason and its
-    own path; its readable neighbour is kept."""
+def test_a_file_or_folder_the_job_cannot_read_is_quarantined_naming_it(spark):  # DDL parsing
+    """Run as a user without permission (root reads a mode-000 file, so the listing and the
+    executor function run in a child that became ``nobody``): the file, and the folder that
+    cannot be listed, are quarantined with the OS's reason and their own paths; the readable
+    neighbour is kept."""
     folder = Path(tempfile.mkdtemp(prefix="codemill-unreadable-"))
     try:
         repo = folder / "repo"
@@ -148,16 +154,20 @@ def test_a_file_the_job_cannot_read_is_quarantined_naming_it():
         (repo / "open.py").chmod(0o644)
         (repo / "secret.py").write_text("x = 1\n")
         (repo / "secret.py").chmod(0)
-        listing = [{**asdict(f), "path": f.relpath, "source": f.abspath}
-                   for f in walk_repo("repo", repo)]
-        for row in listing:
-            del row["relpath"]
+        (repo / "locked").mkdir()
+        (repo / "locked" / "inside.py").write_text("z = 3\n")
+        (repo / "locked").chmod(0)
         become = _become_nobody if os.geteuid() == 0 else None
         with multiprocessing.get_context("fork").Pool(1, initializer=become) as pool:
-            got = {r["path"]: r for r in pool.apply(_decide_as_listed, (listing,))}
+            got = {r["path"]: r for r in pool.apply(
+                _list_and_decide, (str(repo), arrow_schema(DECIDED_SCHEMA)))}
         assert got["open.py"]["_outcome"] == "kept" and got["open.py"]["text"] == "y = 2\n"
         assert got["secret.py"]["_outcome"] == "quarantined"
         assert got["secret.py"]["_reason"] == "unreadable_file: Permission denied"
         assert got["secret.py"]["source"] == str(repo / "secret.py")
+        assert got["locked"]["_outcome"] == "quarantined"
+        assert got["locked"]["_reason"] == "unreadable_dir: Permission denied"
+        assert set(got) == {"open.py", "secret.py", "locked"}
     finally:
+        (folder / "repo" / "locked").chmod(0o755)
         shutil.rmtree(folder, ignore_errors=True)
