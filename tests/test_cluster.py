@@ -20,11 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 MASTER = "local-cluster[2,1,1024]"
 
 
-def spark_submit(script: str, *args: str, env: dict | None = None) -> str:
+def spark_submit(script: str, *args: str, env: dict | None = None, master: str = MASTER) -> str:
     jars = ",".join(resolve_delta_jars(load_config().spark.jars_dir))
     env = {**os.environ, **(env or {}), "PYSPARK_PYTHON": sys.executable,
            "PYSPARK_DRIVER_PYTHON": sys.executable}
-    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", MASTER, "--jars", jars,
+    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", master, "--jars", jars,
            "--conf", "spark.ui.enabled=false", "--conf", "spark.ui.showConsoleProgress=false",
            "--conf", "spark.databricks.delta.snapshotPartitions=2",
            "--conf", "spark.executor.memory=768m", str(REPO / script), *args]
