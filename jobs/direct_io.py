@@ -31,7 +31,7 @@ def local_parquet_files(df: DataFrame) -> list[tuple[str, int]] | None:
     Why at all: a Python stage that needs a big column (the text) pays for Spark's Parquet
     decoding into JVM rows and then for the copy of every row into the Arrow batches it hands
     the worker. pyarrow decodes the same file straight into Arrow, several times faster than the
-    two steps together (bench/RESULTS.md, dedup speed session 16).
+    two steps together (bench/RESULTS.md, "Dedup speed").
     """
     try:
         plan = df._jdf.queryExecution().optimizedPlan()
@@ -81,7 +81,7 @@ def parquet_tasks(spark: SparkSession, files: list[tuple[str, int]],
     Not Spark's grouping (``FilePartition``: tasks of up to ``spark.sql.files.maxPartitionBytes``,
     filled in order): each Python task has a fixed cost (the worker's set-up and its Arrow
     streams), and one task per file ended with one core waiting for the last one
-    (bench/RESULTS.md, dedup speed session 16).
+    (bench/RESULTS.md, "Dedup speed").
     """
     import heapq
 

@@ -202,7 +202,7 @@ class Lakehouse:
         that starts at the version, and the job's generated code carries the version as a
         literal, so every write and every read of a table compiled a new class with Janino, one
         that no later run could reuse, and the JIT kept compiling Janino itself
-        (bench/RESULTS.md, dedup speed session 14).
+        (bench/RESULTS.md, "Dedup speed").
         """
         from py4j.protocol import Py4JError
 
@@ -295,8 +295,7 @@ class Lakehouse:
         Why: Spark's Delta overwrite first rebuilds the table's state from its log (three jobs,
         for the domain metadata of a replaced table) and lists its files (one more), whatever the
         table's size; beside the stage's other writes, on 2 cores, those jobs waited for the
-        output's write tasks. delta-rs reads the log on the driver (bench/RESULTS.md, dedup speed
-        session 17).
+        output's write tasks. delta-rs reads the log on the driver (bench/RESULTS.md, "Dedup speed").
         """
         import pyarrow as pa
         from pyspark.sql.pandas.types import to_arrow_schema

@@ -8,8 +8,7 @@ spark-core jar Spark puts on the workers' path, plus one for the code zip a clus
 ships. CPython made the invalidation lazy in 3.12 (python/cpython#103200) and Spark made the call
 conditional after 4.0 (SPARK-54744); this project supports Python 3.10 and 3.11 and runs Spark 4.0.
 
-That call was half of a reused worker's time between two tasks (bench/RESULTS.md, dedup speed
-session 13).
+That call was half of a reused worker's time between two tasks (bench/RESULTS.md, "Dedup speed").
 
 ``keep_zip_directories`` swaps the worker's zip importers for ``StatCheckedZipImporter``, which
 re-reads its archive when the file's size or modification time changed, and skips the read
@@ -77,7 +76,7 @@ def quick_acks() -> None:
     acknowledgement of a lone segment by up to 40 ms, so every Python task began with ~40 ms in
     which neither side worked (strace of a worker: the batch arrived 35-45 ms after the header,
     task after task). Asked for once the header is read, the acknowledgement goes out at once and
-    the batch follows (bench/RESULTS.md, dedup speed session 16). Elsewhere (not Linux) it does
+    the batch follows (bench/RESULTS.md, "Dedup speed"). Elsewhere (not Linux) it does
     nothing. The kernel may leave quick-ack mode again later, so each task asks anew (a few dozen
     system calls).
     """

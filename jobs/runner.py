@@ -104,7 +104,7 @@ def _tally(result_decided: DataFrame) -> tuple[int, int, dict[str, int], int, in
 # silver.rejects and ops.quarantine slices are written in files of about FILE_BYTES (Spark's own
 # split size), estimating a row at ROW_BYTES plus its text. Their rows are a stage's drops, spread
 # over every split of the input; one file per split cost Delta's per-file work for files of a few
-# hundred rows (bench/RESULTS.md, dedup speed session 8).
+# hundred rows (bench/RESULTS.md, "Dedup speed").
 FILE_BYTES = 128 << 20
 ROW_BYTES = 512
 
@@ -147,7 +147,7 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]],
     the session's ``spark.scheduler.mode`` is FAIR, see ``jobs.session.spark_session``): with one
     FIFO queue, the small tables' Delta jobs (snapshots, the commit's checks) and their narrow
     writes waited for every task of the output table's full-text write, and ran after it
-    (bench/RESULTS.md, dedup speed session 8).
+    (bench/RESULTS.md, "Dedup speed").
     """
     context = lake.spark.sparkContext
 

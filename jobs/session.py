@@ -172,17 +172,16 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # Arrow batches to Python workers of at most 16 MB (default: 10,000 rows, about 150 MB
         # of source files): the JVM fills the next batch while Python hashes this one, and a
-        # worker's memory stays bounded (bench/RESULTS.md, dedup speed session 6).
+        # worker's memory stays bounded (bench/RESULTS.md, "Dedup speed").
         .config("spark.sql.execution.arrow.maxBytesPerBatch", str(16 << 20))
         # Room for every class Spark generates (whole-stage code, projections, orderings) in a
         # session. The default LRU of 100 holds less than one dedup stage (many of its classes
         # are Delta's own log and commit queries), so every stage recompiled its classes with
-        # Janino and the JIT compiled them again (bench/RESULTS.md, dedup speed session 12).
+        # Janino and the JIT compiled them again (bench/RESULTS.md, "Dedup speed").
         .config("spark.sql.codegen.cache.maxEntries", "1000")
         # Parquet is decoded 256 rows at a time (default 4,096). Our big tables hold whole source
         # files, ~15 KB a row, so a 4,096-row batch put ~60 MB of text in one column vector and
-        # the decoding ran from main memory, not the cache (bench/RESULTS.md, dedup speed
-        # session 13).
+        # the decoding ran from main memory, not the cache (bench/RESULTS.md, "Dedup speed").
         .config("spark.sql.parquet.columnarReaderBatchSize", "256")
     )
     if POOLS.exists():  # else Spark makes each pool on first use (and warns)
