@@ -80,12 +80,76 @@ class TreeSource(_Strict):
     layout: Literal["repos", "repo"] = "repos"
 
 
-Source = Annotated[Union[JsonlSource, ParquetSource, TreeSource], Field(discriminator="kind")]
+class GitSource(_Strict):
+    """Git repositories' history, one example per meaningful commit (``jobs.commits``).
+
+    layout ``repo``: ``path`` is one repository (a working copy or a bare one); ``repos``: every
+    folder directly under ``path`` is one. name: the repository's name in the tables (``repo``
+    layout only; default: the folder's name). refs ``head``: the history of HEAD; ``all``: of every
+    local branch and tag too (each commit once).
+    """
+
+    kind: Literal["git"]
+    path: str
+    layout: Literal["repo", "repos"] = "repo"
+    name: str | None = None
+    refs: Literal["head", "all"] = "head"
+
+
+class ChatSource(_Strict):
+    """Chat exports (``jobs.chats``): a file, or a folder of ``*.jsonl``/``*.json``/``*.ndjson``
+    files. format: ``auto`` (per record: ``messages`` or ``conversations``), ``messages``
+    (OpenAI-style) or ``sharegpt``."""
+
+    kind: Literal["chat"]
+    path: str
+    format: Literal["auto", "messages", "sharegpt"] = "auto"
+
+
+Source = Annotated[Union[JsonlSource, ParquetSource, TreeSource, GitSource, ChatSource],
+                   Field(discriminator="kind")]
+FILE_SOURCES = (JsonlSource, ParquetSource, TreeSource)
 
 
 class IngestSettings(_Strict):
+    """Every source of the run. File sources (jsonl, parquet, tree) are read by ``ingest``, git
+    sources by ``commits``, chat sources by ``chats``."""
+
     sources: tuple[Source, ...] = (TreeSource(kind="tree", path="data/corpus"),)
     quarantine_payload_chars: int = Field(4096, ge=64)
+
+    def of(self, *kinds: type) -> list:
+        return [s for s in self.sources if isinstance(s, kinds)]
+
+
+class CommitSettings(_Strict):
+    """Commit examples from git sources (``jobs.commits``; rules and bounds in
+    ``udfs.commits``). min_subject_words: shorter cleaned subjects are ``message_too_short``;
+    max_files / max_lines: more changed source files or lines is a ``huge_commit``, as is an
+    example over max_example_bytes; context_lines: the diff's context; region_lines: the context
+    around each changed region shown before and after; redact: secrets and personal data in
+    messages and code replaced (``udfs.redaction``; author and committer names and e-mails are
+    always replaced)."""
+
+    min_subject_words: int = Field(3, ge=1, le=20)
+    max_files: int = Field(8, ge=1)
+    max_lines: int = Field(400, ge=1)
+    max_example_bytes: int = Field(32768, ge=256)
+    context_lines: int = Field(3, ge=0, le=50)
+    region_lines: int = Field(10, ge=0, le=200)
+    redact: bool = True
+
+    def params(self):
+        from udfs.commits import CommitParams
+
+        return CommitParams(**self.model_dump())
+
+
+class ChatSettings(_Strict):
+    """Conversations from chat sources (``jobs.chats``; shapes and reasons in ``udfs.chats``).
+    redact: secrets and personal data in every turn replaced (``udfs.redaction``)."""
+
+    redact: bool = True
 
 
 class FilterSettings(_Strict):
@@ -275,6 +339,12 @@ class SftSettings(_Strict):
     eval_fraction: share of groups (``split_by``) that go to the eval split, by a hash of the group.
     tokenizer: HF tokenizer name or path for token counts (None: counts are left null);
         max_length: the training sequence length; longer records are marked truncated.
+    commit_tasks: the answer forms of commit records, one per commit by a hash of it
+        (``commit_edit``: the changed regions after the change; ``commit_diff``: a unified diff).
+    mixture: target shares of gold.sft's rows per source (``code``, ``git``, ``chat``; adding up
+        to 1), met by keeping each source's highest-quality records; a source without rows is
+        left out and the others' shares scaled up; a source not named gets none. None (default):
+        every row is kept.
     """
 
     templates: str = "conf/sft_templates.yaml"
@@ -288,24 +358,43 @@ class SftSettings(_Strict):
     split_seed: str = "codemill"
     tokenizer: str | None = None
     max_length: int = Field(4096, ge=16)
+    commit_tasks: tuple[Literal["commit_edit", "commit_diff"], ...] = ("commit_edit",
+                                                                       "commit_diff")
+    mixture: dict[Literal["code", "git", "chat"], float] | None = None
+
+    @model_validator(mode="after")
+    def _mixture(self):
+        if self.mixture is not None:
+            if any(v < 0 for v in self.mixture.values()):
+                raise ValueError("sft.mixture: shares must not be negative")
+            total = sum(self.mixture.values())
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"sft.mixture: shares must add up to 1 (they add up to "
+                                 f"{total:g})")
+        if not self.commit_tasks:
+            raise ValueError("sft.commit_tasks: name at least one of commit_edit, commit_diff")
+        return self
 
     def templates_path(self) -> Path:
         path = Path(self.templates)
         return conf_path(path)
 
 
-StageName = Literal["ingest", "filter", "dedup", "split", "build_sft"]
+StageName = Literal["ingest", "filter", "dedup", "split", "commits", "chats", "build_sft"]
 
 
 class PipelineConfig(_Strict):
     lakehouse: str = "lakehouse"  # root folder or URI of the Delta tables and run folders
-    stages: tuple[StageName, ...] = ("ingest", "filter", "dedup", "split", "build_sft")
+    stages: tuple[StageName, ...] = ("ingest", "filter", "dedup", "split", "commits", "chats",
+                                     "build_sft")
     spark: SparkSettings = SparkSettings()
     ingest: IngestSettings = IngestSettings()
     filter: FilterSettings = FilterSettings()
     dedup: DedupSettings = DedupSettings()
     decontam: DecontamSettings = DecontamSettings()
     split: SplitSettings = SplitSettings()
+    commits: CommitSettings = CommitSettings()
+    chats: ChatSettings = ChatSettings()
     sft: SftSettings = SftSettings()
 
     # settings that choose where and how fast the data is made, never what it is: the ledger's
@@ -324,6 +413,8 @@ _SOURCE_TAGS: dict[str, type[_Strict]] = {
     "jsonl": JsonlSource,
     "parquet": ParquetSource,
     "tree": TreeSource,
+    "git": GitSource,
+    "chat": ChatSource,
 }
 
 

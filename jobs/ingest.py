@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobs.arrow import arrow_schema, local_frame
-from jobs.config import JsonlSource, ParquetSource, PipelineConfig, TreeSource
+from jobs.config import FILE_SOURCES, JsonlSource, ParquetSource, PipelineConfig, TreeSource
 from jobs.pyworker import map_in_arrow
 from jobs.schemas import FILE_COLUMNS
 from jobs.stage import (
@@ -252,7 +252,7 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     chars = cfg.ingest.quarantine_payload_chars
     schema = arrow_schema(DECIDED_SCHEMA)
     read_parts, decided_parts = [], []
-    for src in cfg.ingest.sources:
+    for src in cfg.ingest.of(*FILE_SOURCES):  # git and chat sources: jobs.commits, jobs.chats
         if isinstance(src, TreeSource):
             listing = _tree_listing(spark, src)
             read_parts.append(listing.select(F.col("size").alias("_bytes")))
@@ -264,6 +264,9 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
                 F.coalesce(F.length("line"), F.lit(0)).cast("long").alias("_bytes")))
             decided_parts.append(map_in_arrow(lines, _decide_records(src.kind, chars, schema),
                                               DECIDED_SCHEMA))
+    if not decided_parts:  # a run of git or chat sources only
+        read_parts.append(local_frame(spark, [], "_bytes long"))
+        decided_parts.append(local_frame(spark, [], DECIDED_SCHEMA))
     input_rows, decided = read_parts[0], decided_parts[0]
     for r, d in zip(read_parts[1:], decided_parts[1:]):
         input_rows, decided = input_rows.unionByName(r), decided.unionByName(d)

@@ -32,6 +32,9 @@ class StageReport:
     output_versions: dict[str, int] = field(default_factory=dict)
     dry_run: bool = False
     output_rows: int | None = None  # rows written to the output table (= rows_out unless 1:N)
+    # output rows per source before and after a stage's mixture (build_sft: gold.sft by source)
+    source_rows_in: dict[str, int] | None = None
+    source_rows_out: dict[str, int] | None = None
 
     @property
     def rows_dropped(self) -> int:
@@ -69,6 +72,8 @@ LEDGER_FIELDS: tuple[tuple[str, str], ...] = (
     ("output_versions", "map<string,long>"),
     ("dry_run", "boolean"),
     ("output_rows", "long"),
+    ("source_rows_in", "map<string,long>"),
+    ("source_rows_out", "map<string,long>"),
 )
 
 

@@ -24,7 +24,14 @@ import yaml
 
 from jobs import registry
 from jobs.arrow import local_frame
-from jobs.config import ConfigError, PipelineConfig, TreeSource
+from jobs.config import (
+    FILE_SOURCES,
+    ChatSource,
+    ConfigError,
+    GitSource,
+    PipelineConfig,
+    TreeSource,
+)
 from jobs.lakehouse import Lakehouse
 from jobs.ledger import StageReport, append_ledger
 from jobs.schemas import schema_mismatch
@@ -60,12 +67,22 @@ def resolve(names: list[str]) -> list[Stage]:
 def preflight(cfg: PipelineConfig, stages: list[str]) -> None:
     """Checks that need no Spark: stage names and local source paths. Raises ConfigError."""
     resolve(stages)
-    if "ingest" in stages:
-        for i, src in enumerate(cfg.ingest.sources):
-            local = "://" not in src.path and not src.path.startswith(("dbfs:", "file:"))
-            if local and not Path(src.path).exists():
-                hint = " (build one with: codemill corpus)" if isinstance(src, TreeSource) else ""
-                raise ConfigError(f"ingest.sources.{i}.path: {src.path} does not exist{hint}")
+    readers = {"ingest": FILE_SOURCES, "commits": (GitSource,), "chats": (ChatSource,)}
+    for i, src in enumerate(cfg.ingest.sources):
+        if not any(isinstance(src, kinds) and stage in stages for stage, kinds in readers.items()):
+            continue
+        local = "://" not in src.path and not src.path.startswith(("dbfs:", "file:"))
+        if local and not Path(src.path).exists():
+            hint = " (build one with: codemill corpus)" if isinstance(src, TreeSource) else ""
+            raise ConfigError(f"ingest.sources.{i}.path: {src.path} does not exist{hint}")
+        if local and isinstance(src, GitSource) and src.layout == "repo":
+            from udfs.commits import GitUnreadable, open_repository
+
+            try:
+                open_repository(src.path)
+            except GitUnreadable as exc:
+                raise ConfigError(f"ingest.sources.{i}.path: {src.path} is not a readable git "
+                                  f"repository ({exc})") from None
     tok = cfg.sft.tokenizer
     if "build_sft" in stages and tok and tok.startswith((".", "/", "~")) and not Path(
             tok).expanduser().exists():
@@ -204,7 +221,7 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], ru
         name = stage.name
         started = time.perf_counter()
         inputs, in_versions = {}, {}
-        for table in stage.inputs:
+        for table in stage.inputs_for(cfg):
             if table in produced:
                 inputs[table] = produced[table]
             else:
@@ -224,6 +241,10 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], ru
             seconds=0.0, config_hash=cfg.config_hash(), input_versions=in_versions,
             dry_run=dry_run)
         report.check_balance()
+        if result.by_source is not None:
+            counts = result.by_source.collect()
+            report.source_rows_in = {r["source"]: r["rows_in"] for r in counts}
+            report.source_rows_out = {r["source"]: r["rows_out"] for r in counts}
         if result.output is not None:
             kept_df = result.output
             # written rows come from the Delta commit's metrics; a separate count() would run

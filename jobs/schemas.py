@@ -11,9 +11,13 @@ TABLES: dict[str, str] = {
     "silver.dup_clusters": "every exact or near-duplicate cluster: members, representative, Jaccard",
     "gold.samples": "training samples cut along the syntax tree: completion, docstring, FIM",
     "gold.sample_skips": "every candidate sample the split stage skipped, with the reason",
-    "gold.sft": "SFT records: ChatML messages, quality, weight, train/eval split, token counts",
+    "silver.commits": "one example per meaningful commit of the git sources (redacted)",
+    "silver.chats": "conversations of the chat sources, normalized to ChatML (redacted)",
+    "gold.sft": "SFT records of code, commits and chats: ChatML messages, source, quality, "
+                "weight, train/eval split, token counts",
     "gold.sft_skips": "augmentations not emitted (unparseable), with the reason",
-    "gold.sft_token_stats": "token count p50/p90/p99/max and rows over max length",
+    "gold.sft_token_stats": "token count p50/p90/p99/max and rows over max length, per split, "
+                            "language and source",
     "silver.rejects": "every row a stage dropped, with the stage and the reason",
     "ops.quarantine": "records a stage could not read or parse, with the payload and the error",
     "ops.ledger": "one row per stage per run: rows in/out/dropped/quarantined, versions, seconds",
@@ -31,7 +35,7 @@ PARTITIONS: dict[str, tuple[str, ...]] = {"silver.rejects": ("stage",), "ops.qua
 # of them gets ``delta.dataSkippingStatsColumns`` = its other columns that Delta can keep
 # statistics for; the rest keep Delta's default (the first 32 columns).
 UNINDEXED_TEXT = frozenset({"text", "payload", "context", "target", "prefix", "middle", "suffix",
-                            "rendered"})
+                            "rendered", "message"})
 STATS_COLUMNS = "delta.dataSkippingStatsColumns"
 
 
@@ -64,6 +68,10 @@ QUARANTINE_SCHEMA = "stage string, source_kind string, source string, payload st
 # gold.sft's messages: ChatML turns, tool calls with their arguments as a JSON string
 MESSAGES = ("array<struct<role:string,content:string,tool_calls:array<struct<id:string,"
             "type:string,function:struct<name:string,arguments:string>>>>>")
+# silver.commits' changed files: each one's unified diff and its regions before and after
+COMMIT_FILES = ("array<struct<path:string,old_path:string,status:string,language:string,"
+                "diff:string,hunks:array<struct<old_start:bigint,new_start:bigint,"
+                "before:string,after:string>>>>")
 _FILE = ("id string, repo string, path string, language string, license string, stars long, "
          "text string, size_bytes long")
 
@@ -84,13 +92,18 @@ TABLE_SCHEMAS: dict[str, str] = {
     "gold.sample_skips": ("file_id string, repo string, path string, language string, "
                           "task_type string, symbol string, reason string, span_start long, "
                           "span_end long"),
-    "gold.sft": ("sft_id string, sample_id string, file_id string, repo string, path string, "
+    "silver.commits": ("commit_id string, repo string, subject string, message string, "
+                       f"language string, files {COMMIT_FILES}, lines_added long, "
+                       "lines_removed long, size_bytes long, redactions map<string,int>"),
+    "silver.chats": (f"chat_id string, source string, format string, messages {MESSAGES}, "
+                     "turns long, language string, redactions map<string,int>"),
+    "gold.sft": ("sft_id string, source string, sample_id string, file_id string, repo string, path string, "
                  "source_version long, task_type string, source_task string, language string, "
                  f"messages {MESSAGES}, quality double, weight double, split string, "
                  "token_count long, truncated boolean"),
     "gold.sft_skips": ("sample_id string, file_id string, repo string, path string, "
                        "language string, source_task string, task_type string, reason string"),
-    "gold.sft_token_stats": ("split string, language string, records long, p50 double, "
+    "gold.sft_token_stats": ("split string, language string, source string, records long, p50 double, "
                              "p90 double, p99 double, max long, over_max_length long"),
     "silver.rejects": REJECT_SCHEMA,
     "ops.quarantine": QUARANTINE_SCHEMA,
@@ -98,7 +111,8 @@ TABLE_SCHEMAS: dict[str, str] = {
                    "dropped map<string,long>, rows_quarantined long, bytes_in long, "
                    "bytes_out long, seconds double, config_hash string, "
                    "input_versions map<string,long>, output_versions map<string,long>, "
-                   "dry_run boolean, output_rows long"),
+                   "dry_run boolean, output_rows long, source_rows_in map<string,long>, "
+                   "source_rows_out map<string,long>"),
 }
 # Delta CHECK constraints: invariants a table states about every row, enforced by Delta on every
 # write (a violating write fails, naming the constraint). Only on tables that dedup's delta-rs
@@ -106,6 +120,7 @@ TABLE_SCHEMAS: dict[str, str] = {
 # The file tables' invariants are the stages' own checks (the schema contract, the row balance).
 CONSTRAINTS: dict[str, dict[str, str]] = {
     "gold.sft": {"weight_positive": "weight > 0",
+                 "source_known": "source IN ('code', 'git', 'chat')",
                  "split_known": "split IN ('train', 'eval')",
                  "quality_is_a_share": "quality BETWEEN 0 AND 1"},
     "ops.ledger": {"rows_balance": "rows_in = rows_out + rows_dropped + rows_quarantined",

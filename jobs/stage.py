@@ -41,6 +41,8 @@ class StageResult:
     # in place of the runner's ``Lakehouse.write`` of those rows (the output's: the kept rows),
     # which it may still fall back to (dedup's direct writes)
     writers: dict[str, Callable[[Lakehouse, str, DataFrame], int]] = field(default_factory=dict)
+    # output rows per source before and after the stage's mixture: (source, rows_in, rows_out)
+    by_source: DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,11 @@ class Stage:
     output: str
     build: Callable[[SparkSession, PipelineConfig, dict[str, DataFrame]], StageResult]
     description: str = ""
+    # tables the stage reads only under some configs (build_sft: silver.commits with git sources)
+    inputs_when: Callable[[PipelineConfig], tuple[str, ...]] | None = None
+
+    def inputs_for(self, cfg: PipelineConfig) -> tuple[str, ...]:
+        return self.inputs + (self.inputs_when(cfg) if self.inputs_when else ())
 
 
 class RowBuffer:

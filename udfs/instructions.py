@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PLACEHOLDERS = frozenset({"language", "name", "qualname", "kind", "purpose", "params", "path"})
+PLACEHOLDERS = frozenset({"language", "name", "qualname", "kind", "purpose", "params", "path",
+                          "message"})
 TASK_TYPES = ("function_completion", "class_completion", "docstring", "fim", "line_completion",
               "refactor", "debug", "write_tests", "explain", "implement_from_spec",
-              "add_comments", "type_hints")
+              "add_comments", "type_hints", "commit_edit", "commit_diff")
 MIN_TEMPLATES = 5
 FILL_MARK = "<FILL_ME>"
 
@@ -82,7 +83,7 @@ class _Filled(dict):
 
     DEFAULTS = {"name": "this code", "qualname": "this code", "kind": "code",
                 "purpose": "do what its name says", "params": "", "path": "the file",
-                "language": "the same language"}
+                "language": "the same language", "message": "Make the change"}
 
     def __init__(self, meta: dict[str, str]):
         super().__init__({k: v for k, v in meta.items() if v})

@@ -314,3 +314,81 @@ def tool_call_record(function_sample: dict[str, Any], test_code: str, test_path:
     answer = f"I'll add the test to `{test_path}`."
     return {"sft_id": record_id(sid, "write_tests"), "task_type": "write_tests",
             "messages": chat(templates.system_prompt, user, answer, calls), "quality": quality}
+
+
+COMMIT_TASKS = ("commit_edit", "commit_diff")
+
+
+def _heading(path: str, line: int | None, status: str | None = None) -> str:
+    if status == "added":
+        return f"`{path}` (new file):"
+    return f"`{path}` line {line}:" if line else f"`{path}`:"
+
+
+def commit_record(commit: dict[str, Any], templates: Templates,
+                  tasks: tuple[str, ...] = COMMIT_TASKS) -> dict[str, Any]:
+    """The SFT record of one silver.commits row: its message as the task, the changed regions
+    before the change as the context, and as the answer the regions after it (``commit_edit``)
+    or the unified diff (``commit_diff``). Which of ``tasks``: by a hash of the commit, so
+    reruns pick the same. Quality: ``udfs.commits.commit_quality``."""
+    from udfs.commits import commit_quality
+
+    key = f"{commit['repo']}\0{commit['commit_id']}"
+    digest = hashlib.sha256(key.encode()).digest()
+    task = tasks[int.from_bytes(digest[:8], "big") % len(tasks)]
+    files = commit["files"]
+    meta = {"message": commit["message"], "language": LANGUAGE_NAMES.get(
+        commit["language"] or "", commit["language"]), "path": files[0]["path"] if files else None}
+    context, answer = [], []
+    for f in files:
+        for h in f["hunks"] or []:
+            if f["status"] != "added":
+                context.append(_heading(f["path"], h["old_start"]) + "\n"
+                               + code_block(h["before"], f["language"]))
+            if f["status"] == "deleted":
+                continue
+            answer.append(_heading(f["path"], h["new_start"], f["status"]) + "\n"
+                          + code_block(h["after"], f["language"]))
+        if f["status"] == "deleted":
+            answer.append(f"Delete `{f['path']}`.")
+    user = templates.render(task, key, meta)
+    if context:
+        user += "\n\n" + "\n\n".join(context)
+    if task == "commit_diff":
+        patch = "".join(f["diff"] for f in files)
+        fence = "```"
+        while fence in patch:
+            fence += "`"
+        assistant = f"{fence}diff\n{patch.rstrip()}\n{fence}"
+    else:
+        assistant = "\n\n".join(answer)
+    return {"sft_id": record_id(key, task), "task_type": task,
+            "messages": chat(templates.system_prompt, user, assistant),
+            "quality": commit_quality(commit)}
+
+
+def chat_record(conversation: dict[str, Any]) -> dict[str, Any]:
+    """The SFT record of one silver.chats row: its messages as they are (its own system turn, if
+    any; none is added). Quality: ``udfs.chats.chat_quality``."""
+    from udfs.chats import chat_quality
+
+    return {"sft_id": record_id(conversation["chat_id"], "chat"), "task_type": "chat",
+            "messages": conversation["messages"],
+            "quality": chat_quality(conversation["messages"])}
+
+
+def mixture_counts(rows: dict[str, int], shares: dict[str, float]) -> dict[str, int]:
+    """How many rows of each source to keep so that the kept rows' shares are ``shares``:
+    the largest total that no source runs short of, each source's count rounded down. A source
+    without rows is left out and the other shares scaled up to 1; a source not in ``shares`` keeps
+    none. E.g. rows {code: 900, git: 50, chat: 300}, shares {code: .7, git: .1, chat: .2}: git
+    allows a total of 500, so code 350, git 50, chat 100."""
+    present = {s: n for s, n in rows.items() if n > 0}
+    named = {s: shares.get(s, 0.0) for s in present}
+    total = sum(named.values())
+    if total <= 0:
+        return {s: 0 for s in rows}
+    scaled = {s: v / total for s, v in named.items()}
+    most = min(present[s] / p for s, p in scaled.items() if p > 0)
+    out = {s: min(present[s], math.floor(most * p + 1e-9)) for s, p in scaled.items()}
+    return {s: out.get(s, 0) for s in rows}
