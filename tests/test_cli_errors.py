@@ -39,6 +39,8 @@ def tree(tmp_path):
     (["run", "--set", "dedup.threshhold=0.5"], 2, "dedup.threshhold: unknown key"),
     (["run", "--set", "ingest.sources=[{kind: tree, path: /no/such/corpus}]"], 2,
      "ingest.sources.0.path: /no/such/corpus does not exist"),
+    (["run", "--set", "ingest.sources=[{kind: git, path: .}]"], 2,
+     "ingest.sources.0.path: . is not a readable git repository"),
     (["run", "--set", "lakehouse=/proc/codemill-lake"], 2,
      "lakehouse: cannot write to /proc/codemill-lake"),
 ])

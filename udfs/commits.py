@@ -227,10 +227,12 @@ class GitUnreadable(Exception):
 
 
 def open_repository(path: str):
+    """The repository at ``path`` itself: a folder inside some other repository is not one."""
     import pygit2
+    from pygit2.enums import RepositoryOpenFlag
 
     try:
-        return pygit2.Repository(path)
+        return pygit2.Repository(path, RepositoryOpenFlag.NO_SEARCH)
     except (pygit2.GitError, KeyError, OSError) as exc:
         raise GitUnreadable(f"unreadable_repository: {exc}") from None
 

@@ -120,11 +120,19 @@ def test_build_sft_end_to_end(spark, gold, tokenizer, tmp_path):
     for r in sft[:20]:
         assert r["token_count"] == count_tokens(tok, [r["messages"]])[0]
         assert r["truncated"] == (r["token_count"] > 300)
-    [total] = [s for s in table(lakehouse, "gold.sft_token_stats")
-               if (s["split"], s["language"]) == ("all", "all")]
+    stats = {(s["split"], s["language"], s["source"]): s
+             for s in table(lakehouse, "gold.sft_token_stats")}
     counts = sorted(r["token_count"] for r in sft)
-    assert (total["records"], total["max"]) == (len(sft), counts[-1])
-    assert total["over_max_length"] == sum(c > 300 for c in counts)
+    # only code records here: the code source's row is the overall row
+    for key in (("all", "all", "all"), ("all", "all", "code")):
+        total = stats[key]
+        assert (total["records"], total["max"]) == (len(sft), counts[-1])
+        assert total["over_max_length"] == sum(c > 300 for c in counts)
+    for split in ("train", "eval"):
+        mine = [r["token_count"] for r in sft if r["split"] == split]
+        assert stats[(split, "all", "code")]["records"] == len(mine)
+        assert stats[(split, "all", "code")]["max"] == max(mine)
+    assert {s for _, _, s in stats} == {"all", "code"}
     # the test file's function is paired with the function it calls, as a tool call
     tests = [r for r in sft if r["task_type"] == "write_tests"]
     assert tests and all(r["repo"] == "shop" for r in tests)

@@ -32,13 +32,21 @@ def test_curation_flags_become_overrides():
         ("filter.params.unknown_stars=maybe", "filter.params.unknown_stars: Input should be "
                                               "'keep' or 'drop'"),
         ("filter.params.min_lines=many", "filter.params.min_lines: Input should be a valid integer"),
-        ("bogus=1", "bogus: unknown key; allowed keys here: decontam, dedup, filter, ingest, "
-                    "lakehouse, sft, spark, split, stages"),
+        ("bogus=1", "bogus: unknown key; allowed keys here: chats, commits, decontam, dedup, "
+                    "filter, ingest, lakehouse, sft, spark, split, stages"),
         ("ingest.sources=[{kind: tree, path: x, depth: 1}]",
          "ingest.sources.0.depth: unknown key; allowed keys here: kind, layout, path"),
         ("filter.params.rules=[lines, vibes]", "filter.params.rules: unknown rule(s) vibes"),
         ("stages=[ingest, dedupe]", "stages.1: Input should be 'ingest', 'filter', 'dedup', "
-                                    "'split' or 'build_sft'"),
+                                    "'split', 'commits', 'chats' or 'build_sft'"),
+        ("sft.mixture={code: 0.5, git: 0.2}", "sft.mixture: shares must add up to 1 (they "
+                                              "add up to 0.7)"),
+        ("sft.mixture={code: 0.5, wiki: 0.5}", "sft.mixture.wiki"),
+        ("ingest.sources=[{kind: git, path: ., branch: dev}]",
+         "ingest.sources.0.branch: unknown key; allowed keys here: kind, layout, name, path, "
+         "refs"),
+        ("ingest.sources=[{kind: chat, path: x, format: csv}]",
+         "ingest.sources.0.format: Input should be 'auto', 'messages' or 'sharegpt'"),
         ("sft.augmentations=[debug, dance]", "sft.augmentations.1: Input should be"),
         ("sft.templates=conf/nope.yaml", "sft.templates: file not found"),
         ("split.params.fim_rate=2", "split.params: fim_rate: must be in [0, 1]"),
