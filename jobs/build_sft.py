@@ -1,26 +1,35 @@
-"""Stage ``build_sft``: gold.samples → gold.sft (+ gold.sft_skips, gold.sft_token_stats).
+"""Stage ``build_sft``: gold.samples (+ silver.commits, silver.chats) → gold.sft (+ gold.sft_skips,
+gold.sft_token_stats).
 
 1. Each sample, joined to its file's filter signals (silver.unique_files), becomes its SFT records
    on the executors (``udfs.sft.build_records``: templates, ChatML messages, augmentations checked
    by re-parsing, the quality score). A sample whose records raise is quarantined.
+   With git sources, each silver.commits row becomes one record (``udfs.sft.commit_record``);
+   with chat sources, each silver.chats row one (``udfs.sft.chat_record``). gold.sft's ``source``
+   says which (``code``, ``git``, ``chat``).
 2. ``write_tests``: a function is paired with a test function of the same repository (a test file —
    ``test_*.py``, ``*_test.go``, ``*.test.ts``, ``tests/`` … — whose body calls it by name); the
    assistant writes the test with an OpenAI-style ``write_file`` tool call. One test per function,
    the one with the smallest sample id.
 3. **Language balance**: with ``sft.max_per_language`` / ``sft.language_caps``, each language keeps
-   its highest-quality samples (window over the language, ties by sample id); the rest are dropped
-   as ``language_cap`` with all their records.
+   its highest-quality samples (window over the language, ties by source and sample id); the rest
+   are dropped as ``language_cap`` with all their records.
+   **Mixture**: with ``sft.mixture``, each source keeps its highest-quality records up to its
+   share (``udfs.sft.mixture_counts``); cut records go to gold.sft_skips as ``mixture``, and a
+   sample, commit or conversation left without a record is dropped as ``mixture``.
 4. **Weight** = exp(5·(q − 0.7)), normalized to mean 1 over the table. **Split**: ``eval`` when a hash
-   of ``split_seed`` and the group (``split_by``, the repo by default) falls under
-   ``eval_fraction``, so a repo is never in both splits.
+   of ``split_seed`` and the group (``split_by``, the repo by default; a conversation, which has
+   none, is its own group) falls under ``eval_fraction``, so a repo is never in both splits.
 5. **Token counts** with ``sft.tokenizer`` (loaded once per Python worker, batched per Arrow batch):
    the conversation as the chat template renders it; ``truncated`` = longer than ``max_length``.
    gold.sft_token_stats holds p50/p90/p99/max and the count over ``max_length`` per split and
-   language (and ``all``).
+   language, per split and source (and ``all``).
 
-The ledger counts samples: kept (≥ 1 record), dropped (``language_cap``, ``no_records``),
-quarantined; ``output_rows`` counts records. Each record names its sample, file, repo, path and the
-Delta version of gold.samples it came from.
+The ledger counts samples, commits and conversations: kept (≥ 1 record), dropped
+(``language_cap``, ``no_records``, ``mixture``), quarantined; ``output_rows`` counts records, and
+``source_rows_in`` / ``source_rows_out`` the records per source before and after the mixture.
+Each record names its sample (commit, conversation), file, repo, path and the Delta version of
+the table it came from.
 """
 
 from __future__ import annotations

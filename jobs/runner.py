@@ -14,6 +14,7 @@ import json
 import os
 import time
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -221,9 +222,13 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], ru
         name = stage.name
         started = time.perf_counter()
         inputs, in_versions = {}, {}
+        optional = set(stage.inputs_for(cfg)) - set(stage.inputs)
         for table in stage.inputs_for(cfg):
             if table in produced:
                 inputs[table] = produced[table]
+            elif table in optional and table not in pinned and not lake.exists(table):
+                warnings.warn(f"stage {name}: {table} does not exist (run the stage that writes "
+                              "it); this run has none of its rows", stacklevel=1)
             else:
                 inputs[table], in_versions[table] = lake.read(table, pinned.get(table))
         result = stage.build(spark, cfg, inputs)

@@ -54,7 +54,8 @@ class Stage:
     output: str
     build: Callable[[SparkSession, PipelineConfig, dict[str, DataFrame]], StageResult]
     description: str = ""
-    # tables the stage reads only under some configs (build_sft: silver.commits with git sources)
+    # tables the stage reads only under some configs (build_sft: silver.commits with git
+    # sources); one that does not exist yet is left out with a warning
     inputs_when: Callable[[PipelineConfig], tuple[str, ...]] | None = None
 
     def inputs_for(self, cfg: PipelineConfig) -> tuple[str, ...]:
