@@ -102,7 +102,7 @@ def run(config: ConfigOpt = None, env: EnvOpt = "local", set_: SetOpt = None,
 
 @app.command()
 def stage(name: Annotated[str, typer.Argument(
-              help="stage name: ingest, filter, dedup, split, build_sft")],
+              help="stage name: ingest, filter, dedup, split, commits, chats, build_sft")],
           config: ConfigOpt = None, env: EnvOpt = "local", set_: SetOpt = None,
           language: LangOpt = None, max_samples: MaxOpt = None, min_stars: StarsOpt = None,
           dry_run: DryOpt = False) -> None:

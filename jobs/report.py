@@ -38,6 +38,16 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         for reason, n in sorted(r.dropped.items(), key=lambda kv: -kv[1]):
             reasons.add_row(r.stage, reason, f"{n:,}")
     console.print(reasons)
+    mixed = [r for r in result.reports if r.source_rows_in is not None]
+    if mixed:
+        sources = Table(title="rows per source (before → after the mixture)")
+        for col in ("stage", "source", "before", "after"):
+            sources.add_column(col, justify="left" if col in ("stage", "source") else "right")
+        for r in mixed:
+            for source, n in sorted(r.source_rows_in.items()):
+                sources.add_row(r.stage, source, f"{n:,}",
+                                f"{(r.source_rows_out or {}).get(source, 0):,}")
+        console.print(sources)
     if result.tables:
         where = Table(title="tables")
         for col in ("table", "Delta version", "path"):

@@ -58,8 +58,8 @@ def test_a_run_killed_after_dedup_resumes_with_split(tmp_path):
                              timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     rows = {r["stage"]: r for r in ledger(lake)}
-    assert len(ledger(lake)) == 5
-    assert set(rows) == {"ingest", "filter", "dedup", "split", "build_sft"}
+    assert len(ledger(lake)) == 7
+    assert set(rows) == {"ingest", "filter", "dedup", "split", "commits", "chats", "build_sft"}
     assert {r["run_id"] for r in rows.values()} == {run_id}
     split = rows["split"]
     assert dict(split["input_versions"]) == {

@@ -102,7 +102,7 @@ UNINFORMATIVE = frozenset({
 def clean_message(message: str) -> tuple[str, str]:
     """(subject, body) of a commit message: trailers, ``[skip ci]``-style tags, a conventional
     ``type(scope):`` prefix and trailing issue references removed; the subject's first letter
-    upper-cased; the body's blank-line runs collapsed."""
+    upper-cased when its first word is a plain word; the body's blank-line runs collapsed."""
     lines = message.replace("\r\n", "\n").split("\n")
     kept = [ln.rstrip() for ln in lines if not _TRAILER.match(ln.strip())]
     while kept and not kept[0].strip():
@@ -111,7 +111,8 @@ def clean_message(message: str) -> tuple[str, str]:
     subject = _TAGS.sub("", subject)
     subject = _CONVENTIONAL.sub("", subject)
     subject = _ISSUE_REFS.sub("", subject).strip()
-    if subject[:1].islower():
+    first = subject.split(" ", 1)[0]
+    if first.isalpha() and first.islower():  # a word, not an identifier like ``one_task_files``
         subject = subject[0].upper() + subject[1:]
     body = "\n".join(kept[1:]).strip()
     body = re.sub(r"\n{3,}", "\n\n", body)
@@ -169,6 +170,7 @@ def file_kind(path: str, head: str | None = None) -> str | None:
 
 
 _SPACE = re.compile(r"\s+")
+_LOOSE = re.compile(r" (?=\W)|(?<=\W) ")
 _TRAILING_COMMA = re.compile(r",(?=[)\]}])")
 _QUOTES_EQUIVALENT = frozenset({"python", "javascript", "typescript"})
 
@@ -177,7 +179,9 @@ def layout_change(old: str, new: str, language: str | None) -> str | None:
     """``whitespace_only`` or ``formatting_only`` when ``old`` → ``new`` changes nothing else."""
     if old == new:
         return None
-    a, b = _SPACE.sub("", old), _SPACE.sub("", new)
+    # whitespace runs → nothing next to punctuation, one space between two words: ``a+b`` is
+    # ``a + b``, a re-wrapped call is the same call, but ``return x`` is not ``returnx``
+    a, b = (_LOOSE.sub("", _SPACE.sub(" ", t)).strip() for t in (old, new))
     if a == b:
         return "whitespace_only"
     a, b = _TRAILING_COMMA.sub("", a), _TRAILING_COMMA.sub("", b)

@@ -24,3 +24,16 @@ def test_numbers_are_never_cut_when_not_a_terminal():
     for number in ("37,785", "37,343", "441", "499.2", "495.0", "30.5"):
         assert number in text, text
     assert path in text and "…" not in text
+
+
+def test_rows_per_source_before_and_after_the_mixture():
+    report = StageReport(run_id="r", stage="build_sft", rows_in=10, rows_out=7,
+                         dropped={"mixture": 3}, rows_quarantined=0, bytes_in=0, bytes_out=0,
+                         seconds=1.0, config_hash="h", output_rows=9,
+                         source_rows_in={"code": 12_345, "git": 40, "chat": 7},
+                         source_rows_out={"code": 3_001, "git": 40, "chat": 7})
+    out = io.StringIO()
+    print_summary(RunResult("r", [report], {}, None), Console(file=out))
+    lines = [" ".join(ln.replace("│", " ").split()) for ln in out.getvalue().splitlines()]
+    assert "build_sft code 12,345 3,001" in lines
+    assert "build_sft git 40 40" in lines and "build_sft chat 7 7" in lines

@@ -129,3 +129,14 @@ def test_quality_and_change_key():
     assert commit_quality(row) == pytest.approx(round((0.5 + 0.5 / 3 + 2) / 3, 6))
     assert change_key("A", row["files"]) == change_key("A", [dict(row["files"][0])])
     assert change_key("A", row["files"]) != change_key("B", row["files"])
+
+
+def test_whitespace_between_words_is_not_layout():
+    assert layout_change("return x\n", "returnx\n", "python") is None
+    assert layout_change("s = 'a b'\n", "s = 'ab'\n", "python") is None
+    assert layout_change("f(a,\n  b)\n", "f(a, b)\n", "python") == "whitespace_only"
+
+
+def test_identifiers_keep_their_case():
+    assert clean_message("docs: one_task_files memory as measured")[0] == (
+        "one_task_files memory as measured")
