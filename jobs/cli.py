@@ -6,6 +6,8 @@
     codemill run --resume 20261206T013921Z-3dea00   # an interrupted run, from its next stage
     codemill stage filter --set filter.params.min_lines=5
     codemill tables                              # tables, Delta versions, row counts
+    codemill report --run 20261206T013921Z-3dea00   # rebuild a run's report.html
+    codemill ui                                  # MLflow UI: pipeline and training runs
     codemill export silver.files --format jsonl --out exports/silver_files
     codemill checksums --out sums.json           # content checksums of every table (rerun checks)
     codemill jars                                # Delta jars for spark-submit --jars
@@ -63,13 +65,23 @@ def _config(config, env, overrides, languages=None, max_samples=None, min_stars=
         raise typer.Exit(2) from None
 
 
+def stage_lines(out: Console):
+    """The runner's progress callback: a line when a stage starts and one when it ends."""
+    from jobs.report import stage_line
+
+    def show(stage: str, position: str, report=None) -> None:
+        out.print(stage_line(stage, position, report), highlight=False, soft_wrap=True)
+
+    return show
+
+
 def _run(stages, config, env, overrides, languages, max_samples, min_stars, dry_run) -> None:
     from jobs.report import print_summary
     from jobs.runner import run_pipeline
 
     cfg = _config(config, env, overrides, languages, max_samples, min_stars)
     try:
-        result = run_pipeline(cfg, stages, dry_run=dry_run)
+        result = run_pipeline(cfg, stages, dry_run=dry_run, progress=stage_lines(console))
     except ConfigError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
@@ -93,7 +105,7 @@ def run(config: ConfigOpt = None, env: EnvOpt = "local", set_: SetOpt = None,
 
     lakehouse = _config(config, env, set_).lakehouse  # where the run is; the rest is the run's
     try:
-        result = resume_pipeline(lakehouse, resume)
+        result = resume_pipeline(lakehouse, resume, progress=stage_lines(console))
     except ConfigError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
@@ -118,10 +130,21 @@ def corpus(out: Annotated[str, typer.Option(help="folder to (re)write")] = "data
            dist: Annotated[Optional[list[str]], typer.Option(help="only this installed distribution (repeatable)")] = None,
            tree: Annotated[Optional[list[str]], typer.Option(help="another source tree or git repo")] = None) -> None:
     """Build a corpus of real code from this machine (one folder per repo)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from jobs.corpus import build_corpus
 
-    s = build_corpus(out, stdlib=stdlib, site_packages=site_packages, trees=tree or [],
-                     stdlib_tests=stdlib_tests, distributions=dist)
+    # a live count in a terminal; a file or a pipe gets the one summary line below
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                  TextColumn("{task.completed:,} files"), TimeElapsedColumn(), console=console,
+                  disable=not console.is_terminal, transient=True) as bar:
+        task = bar.add_task(f"copying code into {out}", total=None)
+
+        def copied(repo: str) -> None:
+            bar.update(task, advance=1, description=f"copying code into {out}: {repo}")
+
+        s = build_corpus(out, stdlib=stdlib, site_packages=site_packages, trees=tree or [],
+                         stdlib_tests=stdlib_tests, distributions=dist, on_file=copied)
     console.print(f"corpus at {s.out}: {len(s.repos)} repos, {s.files:,} files, "
                   f"{s.bytes / 1e6:.1f} MB")
 
@@ -142,6 +165,46 @@ def tables(lakehouse: Annotated[Optional[str], typer.Option(help="lakehouse root
     for info in found:
         t.add_row(info.name, f"{info.rows:,}", str(info.version), info.path, info.description)
     console.print(t if found else f"no Delta tables under {root}")
+
+
+@app.command()
+def report(run_id: Annotated[Optional[str], typer.Option(
+               "--run", help="run id (a folder of <lakehouse>/_runs; default: the latest)")] = None,
+           lakehouse: Annotated[Optional[str], typer.Option(
+               help="lakehouse root (default: from config)")] = None,
+           config: ConfigOpt = None, env: EnvOpt = "local") -> None:
+    """(Re)write a run's report.html from its summary and tables (no Spark needed)."""
+    from jobs.run_report import write_report
+
+    root = lakehouse or _config(config, env, []).lakehouse
+    try:
+        path = write_report(root, run_id)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"report: {path}")
+
+
+@app.command()
+def ui(port: Annotated[int, typer.Option(help="port to serve on")] = 5000,
+       host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+       lakehouse: Annotated[Optional[str], typer.Option(
+           help="lakehouse root (default: from config)")] = None,
+       config: ConfigOpt = None, env: EnvOpt = "local") -> None:
+    """Serve the MLflow UI on the lakehouse's store: pipeline runs and training runs side by
+    side (with MLFLOW_TRACKING_URI set, open that server instead)."""
+    import os
+
+    from udfs.tracking import tracking_uri
+
+    cfg = _config(config, env, [])
+    uri = tracking_uri(lakehouse or cfg.lakehouse, cfg.mlflow.tracking_uri)
+    if uri is None or uri.startswith(("http:", "https:", "databricks")):
+        console.print(f"runs are kept by {uri or 'the MLflow default store'}: open it there")
+        raise typer.Exit(0)
+    console.print(f"MLflow UI for {uri} at http://{host}:{port}")
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                               "--host", host, "--port", str(port)])
 
 
 @app.command()

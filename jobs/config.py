@@ -380,6 +380,17 @@ class SftSettings(_Strict):
         return conf_path(path)
 
 
+class MlflowSettings(_Strict):
+    """Each ``codemill run`` as an MLflow run (``jobs.tracking``). tracking_uri: None (default)
+    → ``MLFLOW_TRACKING_URI`` when set, else the lakehouse's own store
+    (``sqlite:///<lakehouse>/_mlflow/mlflow.db``, shared with training runs on the same lakehouse:
+    ``udfs.tracking``)."""
+
+    enabled: bool = True
+    tracking_uri: str | None = None
+    experiment: str = "codemill-pipeline"
+
+
 StageName = Literal["ingest", "filter", "dedup", "split", "commits", "chats", "build_sft"]
 
 
@@ -396,10 +407,11 @@ class PipelineConfig(_Strict):
     commits: CommitSettings = CommitSettings()
     chats: ChatSettings = ChatSettings()
     sft: SftSettings = SftSettings()
+    mlflow: MlflowSettings = MlflowSettings()
 
     # settings that choose where and how fast the data is made, never what it is: the ledger's
     # config hash leaves them out, so equal hashes mean equal settings for the data
-    NOT_HASHED: ClassVar[dict] = {"lakehouse": True, "spark": True, "stages": True,
+    NOT_HASHED: ClassVar[dict] = {"lakehouse": True, "spark": True, "stages": True, "mlflow": True,
                   "dedup": {"tuning": True, "max_rounds": True}}
 
     def config_hash(self) -> str:

@@ -20,6 +20,7 @@ import importlib.metadata as md
 import shutil
 import sys
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class CorpusSummary:
     out: Path
     repos: dict[str, int] = field(default_factory=dict)  # repo → files copied
     bytes: int = 0
+    on_file: Callable[[str], None] | None = None  # called with the repo of each file copied
 
     @property
     def files(self) -> int:
@@ -44,6 +46,8 @@ def _copy(src: Path, dst: Path, summary: CorpusSummary, repo: str) -> None:
     shutil.copyfile(src, dst)
     summary.repos[repo] = summary.repos.get(repo, 0) + 1
     summary.bytes += dst.stat().st_size
+    if summary.on_file:
+        summary.on_file(repo)
 
 
 def _wanted(rel: str) -> bool:
@@ -105,13 +109,15 @@ def add_tree(out: Path, summary: CorpusSummary, tree: Path) -> None:
 def build_corpus(out: str | Path, stdlib: bool = True, site_packages: bool = True,
                  trees: list[str] | tuple[str, ...] = (), stdlib_tests: bool = False,
                  site_paths: list[str] | None = None,
-                 distributions: list[str] | None = None) -> CorpusSummary:
-    """Write a fresh corpus to ``out`` (replacing what was there) and say what it holds."""
+                 distributions: list[str] | None = None,
+                 on_file: Callable[[str], None] | None = None) -> CorpusSummary:
+    """Write a fresh corpus to ``out`` (replacing what was there) and say what it holds.
+    ``on_file``: called with the repo of each file as it is copied (a progress display)."""
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    summary = CorpusSummary(out)
+    summary = CorpusSummary(out, on_file=on_file)
     if stdlib:
         add_stdlib(out, summary, include_tests=stdlib_tests)
     if site_packages:

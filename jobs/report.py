@@ -11,6 +11,16 @@ if TYPE_CHECKING:
     from jobs.runner import RunResult
 
 
+def stage_line(stage: str, position: str, report=None) -> str:
+    """``[2/7] filter started`` / ``[2/7] filter: 37,343 in → 24,196 kept · 13,147 dropped ·
+    0 quarantined · 46.3 s``: whole numbers, one line, whatever the width."""
+    if report is None:
+        return f"[{position}] {stage} started"
+    return (f"[{position}] {stage}: {report.rows_in:,} in → {report.rows_out:,} kept · "
+            f"{report.rows_dropped:,} dropped · {report.rows_quarantined:,} quarantined · "
+            f"{report.seconds:.1f} s")
+
+
 def print_summary(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
     if not console.is_terminal:
@@ -56,4 +66,6 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
             where.add_row(name, str(version), path)
         console.print(where)
     if result.run_dir:
-        console.print(f"run folder: {result.run_dir} (summary.json, config.yaml)")
+        console.print(f"run folder: {result.run_dir} (summary.json, config.yaml, report.html)")
+    if result.mlflow_run_id:
+        console.print(f"MLflow run: {result.mlflow_run_id} (codemill ui to browse)")

@@ -42,6 +42,8 @@ from jobs.stage import KEPT, Stage, quarantine_of, rejects_of
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    Progress = Callable[..., None]  # (stage, "i/n") at its start, (stage, "i/n", report) at its end
+
     from pyspark.sql import DataFrame, SparkSession
 
 @dataclass
@@ -50,6 +52,7 @@ class RunResult:
     reports: list[StageReport]
     tables: dict[str, tuple[str, int | None]]  # name → (path, version written; None in dry runs)
     run_dir: str | None
+    mlflow_run_id: str | None = None  # the MLflow run that records it (jobs.tracking)
 
 
 def new_run_id() -> str:
@@ -203,11 +206,14 @@ class Resumed:
 
 
 def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], run_id: str,
-               dry_run: bool = False, resumed: Resumed | None = None) -> RunResult:
+               dry_run: bool = False, resumed: Resumed | None = None,
+               progress: Progress | None = None) -> RunResult:
     """Run ``stages`` in order. Each stage reads a table an earlier stage of this run wrote at the
     version that stage wrote (not whatever is latest), and its ledger row is appended as soon as
     its tables are written, so an interrupted run can go on from the next stage
-    (``resume_pipeline``). ``resumed``: the stages of ``run_id`` that finished before."""
+    (``resume_pipeline``). ``resumed``: the stages of ``run_id`` that finished before.
+    ``progress``: called as ``(stage, "i/n")`` when a stage starts and ``(stage, "i/n", report)``
+    when it is done."""
     from pyspark.sql import functions as F
 
     lake = Lakehouse(spark, cfg.lakehouse)
@@ -218,8 +224,12 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], ru
     keep_alive: list[DataFrame] = []
     if not dry_run:
         write_run_folder(lake, cfg, run_id, reports, tables)  # its config.yaml is what resumes
-    for stage in stages:
+    done = len(reports)
+    for i, stage in enumerate(stages, start=done + 1):
         name = stage.name
+        position = f"{i}/{done + len(stages)}"
+        if progress:
+            progress(name, position)
         started = time.perf_counter()
         inputs, in_versions = {}, {}
         optional = set(stage.inputs_for(cfg)) - set(stage.inputs)
@@ -291,15 +301,23 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], ru
                 df.unpersist()
         report.seconds = round(time.perf_counter() - started, 2)
         reports.append(report)
+        if progress:
+            progress(name, position, report)
         if not dry_run:  # the stage is done once its row is in: a resume starts after it
             tables["ops.ledger"] = (lake.path("ops.ledger"),
                                     append_ledger(lake, [report], position=len(reports) - 1))
     run_dir = None
     if not dry_run:
         run_dir = write_run_folder(lake, cfg, run_id, reports, tables)
+        _write_report(cfg.lakehouse, run_id)
     for df in keep_alive:
         df.unpersist()
-    return RunResult(run_id, reports, tables, run_dir)
+    result = RunResult(run_id, reports, tables, run_dir)
+    if not dry_run:
+        from jobs.tracking import log_pipeline_run
+
+        result.mlflow_run_id = log_pipeline_run(cfg, result)
+    return result
 
 
 def summary_dict(result: RunResult, cfg: PipelineConfig) -> dict:
@@ -313,7 +331,8 @@ def summary_dict(result: RunResult, cfg: PipelineConfig) -> dict:
 
 def write_run_folder(lake: Lakehouse, cfg: PipelineConfig, run_id: str,
                      reports: list[StageReport], tables: dict) -> str:
-    """``<lakehouse>/_runs/<run_id>/`` with summary.json and the resolved config.yaml."""
+    """``<lakehouse>/_runs/<run_id>/`` with summary.json and the resolved config.yaml (and, at the
+    end of a run, report.html: ``jobs.run_report``)."""
     run_dir = lake.runs_dir(run_id)
     summary = summary_dict(RunResult(run_id, reports, tables, run_dir), cfg)
     files = {
@@ -331,11 +350,26 @@ def write_run_folder(lake: Lakehouse, cfg: PipelineConfig, run_id: str,
     return run_dir
 
 
+def _write_report(lakehouse: str, run_id: str) -> None:
+    """report.html in the run folder of a lakehouse on a local or mounted filesystem. The tables
+    are written by then: a report that cannot be drawn is a warning, not a failed run."""
+    if "://" in lakehouse or lakehouse.startswith("dbfs:"):
+        return  # deltalake would need the store's credentials; codemill report can run later
+    from jobs.run_report import write_report
+
+    try:
+        write_report(lakehouse, run_id)
+    except Exception as exc:  # noqa: BLE001 - the run's data is written; say why the page is not
+        warnings.warn(f"report.html for run {run_id} not written: {type(exc).__name__}: {exc}",
+                      stacklevel=1)
+
+
 class CannotResume(ConfigError):
     """The run to resume is unknown, or finished."""
 
 
-def resume_pipeline(lakehouse: str, run_id: str, spark: SparkSession | None = None) -> RunResult:
+def resume_pipeline(lakehouse: str, run_id: str, spark: SparkSession | None = None,
+                    progress: Progress | None = None) -> RunResult:
     """Go on with run ``run_id`` of ``lakehouse`` from the stage after the last one whose ledger
     row it appended: with the run's own config (``_runs/<run_id>/config.yaml``), its run id, and
     its stages' table versions as the next stages' inputs."""
@@ -366,15 +400,17 @@ def resume_pipeline(lakehouse: str, run_id: str, spark: SparkSession | None = No
     fields = set(StageReport.__dataclass_fields__)
     reports = [StageReport(**{k: v for k, v in done[n].items() if k in fields}) for n in finished]
     return run_stages(session, cfg, resolve(names[len(finished):]), run_id,
-                      resumed=Resumed(reports))
+                      resumed=Resumed(reports), progress=progress)
 
 
 def run_pipeline(cfg: PipelineConfig, stages: list[str] | None = None, dry_run: bool = False,
-                 run_id: str | None = None, spark: SparkSession | None = None) -> RunResult:
+                 run_id: str | None = None, spark: SparkSession | None = None,
+                 progress: Progress | None = None) -> RunResult:
     """Validate, start Spark (unless given one), run ``stages`` (default: ``cfg.stages``)."""
     names = list(stages or cfg.stages)
     preflight(cfg, names)
     if spark is None:
         check_environment(cfg.spark, cfg.lakehouse, writes=not dry_run)
     session = spark or spark_session(cfg.spark)
-    return run_stages(session, cfg, resolve(names), run_id or new_run_id(), dry_run=dry_run)
+    return run_stages(session, cfg, resolve(names), run_id or new_run_id(), dry_run=dry_run,
+                      progress=progress)

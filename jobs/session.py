@@ -186,6 +186,9 @@ def spark_session(settings: SparkSettings) -> SparkSession:
     )
     if POOLS.exists():  # else Spark makes each pool on first use (and warns)
         builder = builder.config("spark.scheduler.allocation.file", str(POOLS))
+    if "spark.ui.showConsoleProgress" not in settings.conf:
+        # Spark's stage progress bar in a terminal; none in a log file or a pipe
+        builder = builder.config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -55,10 +55,17 @@ def test_run_tables_export(workdir):
     out = codemill("run", *sets, cwd=workdir)
     for stage in ("ingest", "filter", "dedup", "split", "build_sft", "run folder:"):
         assert stage in out
+    # a pipe gets plain lines: each stage's start, and its end with whole numbers
+    lines = out.splitlines()
+    assert "[1/7] ingest started" in lines and "[7/7] build_sft started" in lines
+    [ingest_done] = [ln for ln in lines if ln.startswith("[1/7] ingest: ")]
+    assert " kept · " in ingest_done and ingest_done.endswith(" s") and "…" not in out
 
     [run_dir] = (lake / "_runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert (run_dir / "config.yaml").exists()
+    assert (run_dir / "config.yaml").exists() and (run_dir / "report.html").exists()
+    by_stage = {s["stage"]: s for s in summary["stages"]}
+    assert f"[1/7] ingest: {by_stage['ingest']['rows_in']:,} in → " in out
     by_stage = {s["stage"]: s for s in summary["stages"]}
     for s in by_stage.values():
         assert s["rows_in"] == s["rows_out"] + s["rows_dropped"] + s["rows_quarantined"]
@@ -75,7 +82,8 @@ def test_run_tables_export(workdir):
     assert by_stage["build_sft"]["output_rows"] > by_stage["build_sft"]["rows_out"] > 0
 
     ledger = DeltaTable(str(lake / "ops" / "ledger")).to_pyarrow_table().to_pylist()
-    assert {r["stage"] for r in ledger} == {"ingest", "filter", "dedup", "split", "build_sft"}
+    assert {r["stage"] for r in ledger} == {"ingest", "filter", "dedup", "split", "commits",
+                                            "chats", "build_sft"}
     for row in ledger:
         assert row["run_id"] == summary["run_id"]
         assert row["rows_in"] == row["rows_out"] + row["rows_dropped"] + row["rows_quarantined"]

@@ -97,7 +97,8 @@ class TrainSpec(_Strict):
 
 
 class MlflowSpec(_Strict):
-    tracking_uri: str | None = None  # None: sqlite:///<output_dir>/mlflow.db
+    # None: MLFLOW_TRACKING_URI, else the lakehouse's store (udfs.tracking.tracking_uri)
+    tracking_uri: str | None = None
     experiment: str = "codemill-lora"
     registered_model: str | None = None  # register the adapter under this name
 

@@ -54,18 +54,14 @@ if __name__ == "__main__" and not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.recipe import Recipe, load_recipe  # noqa: E402
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested recipe → ``a.b.c`` params, values as strings cut to MLflow's 6,000-char limit."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = (json.dumps(v) if isinstance(v, (list, tuple)) else str(v))[:6000]
-    return out
+from udfs.tracking import (  # noqa: E402
+    PIPELINE_RUN_TAG,
+    RUN_ID_TAG,
+    experiment_id,
+    flatten,
+    pipeline_run_for,
+    tracking_uri,
+)
 
 
 def deepspeed_config(recipe: Recipe, world: int) -> dict[str, Any]:
@@ -383,12 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
 
     if rank == 0:
-        mlflow.set_tracking_uri(recipe.mlflow.tracking_uri or f"sqlite:///{out / 'mlflow.db'}")
-        if mlflow.get_experiment_by_name(recipe.mlflow.experiment) is None:
-            # artifacts beside the run's output, not in ./mlruns of whatever the cwd is
-            mlflow.create_experiment(recipe.mlflow.experiment,
-                                     artifact_location=(out / "mlartifacts").as_uri())
-        mlflow.set_experiment(recipe.mlflow.experiment)
+        # the lakehouse's store, where the pipeline runs that made the data are too
+        uri = tracking_uri(recipe.data.lakehouse, recipe.mlflow.tracking_uri)
+        if uri:
+            mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment(experiment_id=experiment_id(
+            mlflow.tracking.MlflowClient(), recipe.mlflow.experiment, recipe.data.lakehouse))
         run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
         run_id = run.info.run_id
         if step == 0:
@@ -462,6 +458,16 @@ def _log_dataset(recipe: Recipe, version: int, sequences: int) -> None:
                      context="training")
     mlflow.set_tags({"data.table": recipe.data.table, "data.path": path,
                      "data.version": str(version), "data.sequences": str(sequences)})
+    # the pipeline run that wrote this version of the table, linked from the run's description
+    client = mlflow.tracking.MlflowClient()
+    made = pipeline_run_for(client, recipe.data.lakehouse, recipe.data.table, version)
+    if made is not None:
+        link = f"#/experiments/{made.info.experiment_id}/runs/{made.info.run_id}"
+        mlflow.set_tags({
+            PIPELINE_RUN_TAG: made.info.run_id,
+            "codemill.pipeline_run_id": made.data.tags.get(RUN_ID_TAG, ""),
+            "mlflow.note.content": (f"Trained on {recipe.data.table}@{version}, written by "
+                                    f"pipeline run [{made.info.run_name}]({link}).")})
 
 
 def register_adapter(run_id: str, name: str):

@@ -37,3 +37,15 @@ def test_rows_per_source_before_and_after_the_mixture():
     lines = [" ".join(ln.replace("│", " ").split()) for ln in out.getvalue().splitlines()]
     assert "build_sft code 12,345 3,001" in lines
     assert "build_sft git 40 40" in lines and "build_sft chat 7 7" in lines
+
+
+def test_stage_lines_start_and_end_with_whole_numbers():
+    from jobs.report import stage_line
+
+    report = StageReport(run_id="r", stage="filter", rows_in=1_234_567, rows_out=1_000_000,
+                         dropped={"too_few_lines": 234_000, "license_unknown": 567},
+                         rows_quarantined=0, bytes_in=0, bytes_out=0, seconds=46.31,
+                         config_hash="h")
+    assert stage_line("filter", "2/7") == "[2/7] filter started"
+    assert stage_line("filter", "2/7", report) == (
+        "[2/7] filter: 1,234,567 in → 1,000,000 kept · 234,567 dropped · 0 quarantined · 46.3 s")

@@ -105,7 +105,8 @@ def test_pretrained_zero3_kill_during_save_resume_on_pinned_data(data, tmp_path)
 
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    # the lakehouse's store (udfs.tracking), where pipeline runs are logged too
+    mlflow.set_tracking_uri(f"sqlite:///{(root / 'lake').resolve() / '_mlflow' / 'mlflow.db'}")
     client = mlflow.tracking.MlflowClient()
     [experiment] = [e for e in client.search_experiments() if e.name == "codemill-lora"]
     [mrun] = client.search_runs([experiment.experiment_id])  # one run, continued
@@ -117,6 +118,8 @@ def test_pretrained_zero3_kill_during_save_resume_on_pinned_data(data, tmp_path)
     assert mrun.data.params["data.version_read"] == "0"
     assert mrun.data.params["model.from_config"] == "False"
     assert mrun.inputs.dataset_inputs, "the Delta table is logged as the run's input"
+    # gold.sft was written by tiny.write_sft, not by a pipeline run: no run to link to
+    assert "codemill.pipeline_run" not in mrun.data.tags
 
     # the adapter: non-empty, trained, and it reloads onto the saved base to the same outputs
     from peft import PeftModel
