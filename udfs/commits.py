@@ -257,8 +257,10 @@ def list_commits(path: str, refs: str = "head") -> list[tuple[str, int]]:
     if refs == "all":
         for name in repo.references:
             if name.startswith(("refs/heads/", "refs/tags/")):
-                target = repo.references[name].peel(pygit2.Commit).id
-                starts.append(target)
+                try:
+                    starts.append(repo.references[name].peel(pygit2.Commit).id)
+                except (ValueError, pygit2.GitError):  # a tag of a tree or a blob
+                    continue
     if not starts:
         return []
     walker = repo.walk(starts[0], SortMode.TOPOLOGICAL | SortMode.TIME)
@@ -358,41 +360,54 @@ class CommitReader:
 
         subject, body = clean_message(commit.message)
         diff = self._diff(repo, commit, p.context_lines)
-        patches = list(diff)
-        paths = tuple(pt.delta.new_file.path or pt.delta.old_file.path for pt in patches)
-        problem = message_problem(subject, p.min_subject_words, paths)
+        deltas = list(diff.deltas)  # paths only: no patch is computed yet
+        paths = [d.new_file.path if d.status_char() != "D" else d.old_file.path for d in deltas]
+        problem = message_problem(subject, p.min_subject_words, tuple(paths))
         if problem:
             return {"reason": problem, "detail": clean(subject[:200])}
-        if not patches:
+        if not deltas:
             return {"reason": "empty_commit", "detail": None}
-        code, other = [], {}
-        for pt in patches:
-            delta = pt.delta
+        other: dict[str, int] = {}
+
+        def skip(kind: str) -> None:
+            other[kind] = other.get(kind, 0) + 1
+
+        wanted = []  # by path: source files that are not lockfiles, vendored or generated
+        for i, path_ in enumerate(paths):
+            kind = file_kind(path_)
+            if kind:
+                skip(kind)
+            elif language_for_path(path_) is None:
+                skip("not_source")
+            else:
+                wanted.append(i)
+        if len(wanted) > p.max_files:  # decided before any blob is read or patch computed
+            return {"reason": "huge_commit", "detail": f"{len(wanted)} source files"}
+        code = []
+        for i in wanted:
+            pt = diff[i]
+            delta, path_ = pt.delta, paths[i]
             new_path = delta.new_file.path if delta.status_char() != "D" else None
             old_path = delta.old_file.path if delta.status_char() != "A" else None
-            path_ = new_path or old_path
             if delta.is_binary:
-                other["binary"] = other.get("binary", 0) + 1
+                skip("binary")
                 continue
             before = _text(repo, delta.old_file.id) if old_path else ""
             after = _text(repo, delta.new_file.id) if new_path else ""
             if before is None or after is None:
-                other["binary"] = other.get("binary", 0) + 1
+                skip("binary")
                 continue
             if before == after:  # a rename or a mode change: nothing to learn from its text
-                other["unchanged"] = other.get("unchanged", 0) + 1
+                skip("unchanged")
                 continue
             kind = file_kind(path_, "\n".join((after or before).split("\n")[:5]))
             if kind:
-                other[kind] = other.get(kind, 0) + 1
-                continue
-            language = language_for_path(path_)
-            if language is None:
-                other["not_source"] = other.get("not_source", 0) + 1
+                skip(kind)
                 continue
             code.append({"patch": pt, "path": path_, "old_path": old_path, "new_path": new_path,
                          "status": _STATUS.get(delta.status_char(), "modified"),
-                         "language": language, "before": before, "after": after})
+                         "language": language_for_path(path_), "before": before,
+                         "after": after})
         if not code:
             generated = {"lockfile", "vendored", "generated"}
             if other and set(other) <= generated:
