@@ -68,22 +68,26 @@ def _decide(redact: bool, payload_chars: int, schema: pa.Schema):
                 for pos, (where, text, error) in enumerate(records_of(f["content"], path)):
                     base = {"source_kind": "chat", "source": where, "path": where,
                             "_file": path, "_pos": pos,
-                            "_bytes": len(text.encode()) if text else len(f["content"])}
-                    if error:
-                        buf.emit(**base, _outcome=QUARANTINED, _reason=error,
-                                 payload=preview(f["content"], payload_chars))
+                            "_bytes": len(text.encode()) if text else 0}
+                    if error:  # a line that is not UTF-8: its locator says where it is
+                        buf.emit(**base, _outcome=QUARANTINED, _reason=error)
                         continue
                     try:
                         messages, shape = normalize(text, f["format"])
+                        counts = {}
+                        if redact:
+                            messages, counts = redact_messages(messages)
+                        messages, reason = problem(messages)
+                        cid = chat_id(messages)
                     except ChatError as exc:
                         buf.emit(**base, _outcome=QUARANTINED, _reason=str(exc)[:500],
                                  payload=preview(text, payload_chars))
                         continue
-                    counts = {}
-                    if redact:
-                        messages, counts = redact_messages(messages)
-                    messages, reason = problem(messages)
-                    cid = chat_id(messages)
+                    except Exception as exc:  # noqa: BLE001 - one bad record must not stop it
+                        buf.emit(**base, _outcome=QUARANTINED,
+                                 _reason=f"chat_error: {type(exc).__name__}: {exc}"[:500],
+                                 payload=preview(text, payload_chars))
+                        continue
                     if reason:
                         buf.emit(**base, id=cid, format=shape, _outcome=DROPPED, _reason=reason,
                                  turns=len(messages))

@@ -65,8 +65,10 @@ def _config(config, env, overrides, languages=None, max_samples=None, min_stars=
         raise typer.Exit(2) from None
 
 
-def stage_lines(out: Console):
-    """The runner's progress callback: a line when a stage starts and one when it ends."""
+def stage_lines(out: Console | None = None):
+    """The runner's progress callback: a line when a stage starts and one when it ends, on
+    stderr (stdout holds the results: the summary, or the one-line error)."""
+    out = out or Console(stderr=True)
     from jobs.report import stage_line
 
     def show(stage: str, position: str, report=None) -> None:
@@ -81,7 +83,7 @@ def _run(stages, config, env, overrides, languages, max_samples, min_stars, dry_
 
     cfg = _config(config, env, overrides, languages, max_samples, min_stars)
     try:
-        result = run_pipeline(cfg, stages, dry_run=dry_run, progress=stage_lines(console))
+        result = run_pipeline(cfg, stages, dry_run=dry_run, progress=stage_lines())
     except ConfigError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
@@ -105,7 +107,7 @@ def run(config: ConfigOpt = None, env: EnvOpt = "local", set_: SetOpt = None,
 
     lakehouse = _config(config, env, set_).lakehouse  # where the run is; the rest is the run's
     try:
-        result = resume_pipeline(lakehouse, resume, progress=stage_lines(console))
+        result = resume_pipeline(lakehouse, resume, progress=stage_lines())
     except ConfigError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None

@@ -204,16 +204,69 @@ def _parquet(root: Path) -> list[Case]:
     ]
 
 
+def _chats(root: Path) -> list[Case]:
+    """Chat exports: a JSONL file with a hostile record per line, and a binary file."""
+    folder = root / "chats"
+    folder.mkdir()
+    path = folder / "hostile.jsonl"
+    lines: list[tuple[bytes, Case | None]] = []
+    ok = [{"role": "user", "content": "Reverse a list in Python?"},
+          {"role": "assistant", "content": "Use `xs[::-1]`."}]
+
+    def line(data, case_kind: str | None, outcome: str = "quarantined", reason: str = "",
+             ) -> None:
+        data = json.dumps(data) if isinstance(data, dict) else data
+        n = len(lines) + 1
+        case = None
+        if case_kind and outcome == "quarantined":
+            case = Case(case_kind, None, None, "chats", outcome, reason, f"{path}:{n}")
+        elif case_kind:  # dropped: silver.rejects names the record in ``path``
+            case = Case(case_kind, f"{path}:{n}", None, "chats", outcome, reason)
+        lines.append((data.encode() if isinstance(data, str) else data, case))
+
+    line({"messages": ok}, None)
+    line('{"messages": [{"role": "user", "content": "unterminated', "truncated chat JSON",
+         reason="invalid_json")
+    line('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}", "chat JSON nested 100,000 deep",
+         reason="invalid_json")
+    line(json.dumps({"messages": ok}).replace("Reverse", "\\ud800", 1),
+         "lone surrogate in a chat", reason="invalid_text")
+    line(b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "invalid UTF-8 in a chat line",
+         reason="invalid_utf8")
+    line({"messages": [{"role": "wizard", "content": "?"}, *ok]}, "unknown chat role",
+         reason="unknown_role")
+    line({"messages": [ok[0], {"role": "assistant", "content": ""}]}, "empty answer",
+         "dropped", "empty_answer")
+    line({"messages": [ok[0], {"role": "assistant", "content": "x" * 2_000_000}]}, None)
+    path.write_bytes(b"\n".join(data for data, _ in lines) + b"\n")
+    blob = folder / "blob.json"
+    blob.write_bytes(bytes(range(128, 256)) * 64)  # binary, no newline: one line, not UTF-8
+    return [case for _, case in lines if case is not None] + [
+        Case("a binary file among chat exports", None, None, "chats", "quarantined",
+             "invalid_utf8", f"{blob}:1")]
+
+
+def _git(root: Path) -> list[Case]:
+    """A folder of repositories holding one that is not a repository."""
+    folder = root / "git" / "notarepo"
+    folder.mkdir(parents=True)
+    (folder / "a.py").write_text(good_code(60))
+    return [Case("a folder that is not a git repository", None, None, "commits", "quarantined",
+                 "unreadable_repository", str(folder))]
+
+
 def build(root: Path) -> list[Case]:
     """Write the hostile sources under ``root`` and return every case."""
-    return _tree(root) + _jsonl(root) + _parquet(root)
+    return _tree(root) + _jsonl(root) + _parquet(root) + _chats(root) + _git(root)
 
 
 def sources(root: Path) -> str:
-    """The ``ingest.sources`` override for ``build``'s three sources."""
+    """The ``ingest.sources`` override for ``build``'s five sources."""
     return (f"ingest.sources=[{{kind: tree, path: '{root / 'tree'}', layout: repos}}, "
             f"{{kind: jsonl, path: '{root / 'records'}'}}, "
-            f"{{kind: parquet, path: '{root / 'parquet'}'}}]")
+            f"{{kind: parquet, path: '{root / 'parquet'}'}}, "
+            f"{{kind: chat, path: '{root / 'chats'}'}}, "
+            f"{{kind: git, path: '{root / 'git'}', layout: repos}}]")
 
 
 # --- pathological input for every text rule ---------------------------------------------------

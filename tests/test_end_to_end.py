@@ -16,10 +16,11 @@ BIN = Path(sys.executable).parent
 
 
 def codemill(*args: str, cwd: Path) -> str:
+    """stdout, then stderr (the stage progress lines)."""
     done = subprocess.run([str(BIN / "codemill"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return done.stdout + "\n" + done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_run_tables_export(workdir):
     out = codemill("run", *sets, cwd=workdir)
     for stage in ("ingest", "filter", "dedup", "split", "build_sft", "run folder:"):
         assert stage in out
-    # a pipe gets plain lines: each stage's start, and its end with whole numbers
+    # a pipe gets plain lines on stderr: each stage's start, and its end with whole numbers
     lines = out.splitlines()
     assert "[1/7] ingest started" in lines and "[7/7] build_sft started" in lines
     [ingest_done] = [ln for ln in lines if ln.startswith("[1/7] ingest: ")]

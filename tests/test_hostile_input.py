@@ -58,7 +58,8 @@ def test_the_run_exits_0_and_balances(run):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stdout
     ledger = rows(lake, "ops.ledger")
-    assert {r["stage"] for r in ledger} == {"ingest", "filter", "dedup", "split", "build_sft"}
+    assert {r["stage"] for r in ledger} == {"ingest", "filter", "dedup", "split", "commits",
+                                            "chats", "build_sft"}
     for r in ledger:
         assert r["rows_in"] == r["rows_out"] + r["rows_dropped"] + r["rows_quarantined"], r
         assert sum(v for _, v in r["dropped"]) == r["rows_dropped"]

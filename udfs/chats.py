@@ -15,8 +15,8 @@
 A file is JSONL (one record per line; locator ``<file>:<line>``, 1-based) or one JSON document: an
 array of records (``<file>#item=<n>``, 0-based) or a single record.
 
-**Quarantined** (the record cannot be read as a conversation): ``invalid_json``,
-``not_an_object``, ``unknown_shape`` (neither key, or the other shape's key under a fixed
+**Quarantined** (the record cannot be read as a conversation): ``invalid_json`` (nested too
+deeply included), ``invalid_text`` (a lone surrogate), ``not_an_object``, ``unknown_shape`` (neither key, or the other shape's key under a fixed
 ``format``), ``invalid_message`` (a turn that is not an object, a missing or non-text role or
 content, a non-text content part), ``unknown_role``, ``invalid_tool_call``.
 
@@ -56,16 +56,16 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 def records_of(content: bytes, source: str) -> Iterator[tuple[str, str | None, str | None]]:
     """(locator, record text, error) of each record of a chat file: a JSON document that is an
     array (one record per item) or an object (one record), else JSONL (blank lines skipped).
-    An error (``invalid_utf8``) comes without text."""
+    Text that is not UTF-8 is an error (``invalid_utf8``) of its own line, without text; the
+    file's other lines are read."""
     try:
         text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        yield source, None, f"invalid_utf8: {exc.reason} at byte {exc.start}"
-        return
-    if text.lstrip()[:1] in ("[", "{"):
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.lstrip()[:1] in ("[", "{"):
         try:
             doc = json.loads(text)
-        except ValueError:  # JSONL (or broken): read line by line below
+        except (ValueError, RecursionError):  # JSONL, or broken: read line by line below
             doc = None
         if isinstance(doc, list):
             for i, item in enumerate(doc):
@@ -74,9 +74,14 @@ def records_of(content: bytes, source: str) -> Iterator[tuple[str, str | None, s
         if isinstance(doc, dict) and "\n" in text.strip():  # one pretty-printed record
             yield f"{source}#item=0", json.dumps(doc, ensure_ascii=False), None
             return
-    for n, line in enumerate(text.split("\n"), start=1):
-        if line.strip():
-            yield f"{source}:{n}", line.rstrip("\r"), None
+    lines = content.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    for n, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield f"{source}:{n}", raw.decode("utf-8").rstrip("\r"), None
+        except UnicodeDecodeError as exc:
+            yield f"{source}:{n}", None, f"invalid_utf8: {exc.reason} at byte {exc.start}"
 
 
 def _text_content(content: Any, where: str) -> str:
@@ -183,15 +188,30 @@ def normalize(record: str, fmt: str = "auto") -> tuple[list[dict[str, Any]], str
         obj = json.loads(record)
     except ValueError as exc:
         raise ChatError(f"invalid_json: {exc}") from None
+    except RecursionError:
+        raise ChatError("invalid_json: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ChatError(f"not_an_object: {type(obj).__name__}")
     if "messages" in obj and fmt in ("auto", "messages"):
-        return _from_messages(obj["messages"]), "messages"
+        return _valid_text(_from_messages(obj["messages"])), "messages"
     if "conversations" in obj and fmt in ("auto", "sharegpt"):
-        return _from_sharegpt(obj["conversations"], obj.get("system")), "sharegpt"
+        return _valid_text(_from_sharegpt(obj["conversations"], obj.get("system"))), "sharegpt"
     want = "messages or conversations" if fmt == "auto" else (
         "messages" if fmt == "messages" else "conversations")
     raise ChatError(f"unknown_shape: no '{want}' key (keys: {', '.join(sorted(obj))[:120]})")
+
+
+def _valid_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` unless a text holds what UTF-8 cannot encode (a lone surrogate from a
+    ``\\ud800`` escape), which no table can store."""
+    for i, m in enumerate(messages):
+        texts = [m["content"] or ""] + [c["function"]["arguments"] for c in m["tool_calls"] or ()]
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ChatError(f"invalid_text: turn {i}: {exc.reason} at {exc.start}") from None
+    return messages
 
 
 def problem(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:

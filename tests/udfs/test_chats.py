@@ -112,8 +112,11 @@ def test_records_of_locates_lines_and_items():
     assert [w for w, _, _ in records_of(array, "f.json")] == ["f.json#item=0", "f.json#item=1"]
     single = json.dumps({"messages": []}, indent=2).encode()
     assert [w for w, _, _ in records_of(single, "g.json")] == ["g.json#item=0"]
-    [(where, text, error)] = list(records_of(b"\xff\xfe{", "h.jsonl"))
-    assert where == "h.jsonl" and text is None and error.startswith("invalid_utf8")
+    # one line that is not UTF-8 is an error of its own; the other lines are read
+    got = list(records_of(b'{"a": 1}\n{"b": "caf\xe9"}\n{"c": 3}\n', "h.jsonl"))
+    assert [(w, t) for w, t, _ in got] == [("h.jsonl:1", '{"a": 1}'), ("h.jsonl:2", None),
+                                           ("h.jsonl:3", '{"c": 3}')]
+    assert got[1][2].startswith("invalid_utf8: invalid continuation byte")
 
 
 def test_redaction_of_contents_and_arguments():
@@ -125,3 +128,16 @@ def test_redaction_of_contents_and_arguments():
     assert out[0]["content"] == "mail <EMAIL>"
     assert out[1]["tool_calls"][0]["function"]["arguments"] == '{"to": "<EMAIL>"}'
     assert counts == {"EMAIL": 2}
+
+
+def test_hostile_records_are_named_not_raised():
+    deep = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(ChatError, match="invalid_json: nested too deeply"):
+        normalize(deep)
+    surrogate = '{"messages": [{"role": "user", "content": "a \\ud800 b"}, ' \
+                '{"role": "assistant", "content": "ok"}]}'
+    with pytest.raises(ChatError, match="invalid_text: turn 0"):
+        normalize(surrogate)
+    # a whole file that is one deep array is read line by line, not raised
+    [(where, text, error)] = list(records_of(("[" * 100_000).encode(), "deep.json"))
+    assert where == "deep.json:1" and error is None
