@@ -177,9 +177,25 @@ def prepare(lakehouse: str, table: str, version: int | None, tokenizer, tokenize
         return Packed.load(path), version, path
     rows, read = read_sft(lakehouse, table, version, split)
     examples = []
-    for r in rows:
-        ids, labels = tokenize_conversation(tokenizer, r["messages"])
-        examples.append((ids, labels, float(r["weight"] if r["weight"] is not None else 1.0)))
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    # a bar in a terminal (minutes for a large table); nothing in a log file
+    console = Console(stderr=True)
+    with Progress(TextColumn("tokenizing {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, disable=not console.is_terminal,
+                  transient=True) as bar:
+        task = bar.add_task(f"{table}@{read}", total=len(rows))
+        for r in rows:
+            ids, labels = tokenize_conversation(tokenizer, r["messages"])
+            examples.append((ids, labels, float(r["weight"] if r["weight"] is not None else 1.0)))
+            bar.advance(task)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     packed = pack(examples, max_length, pad)
     tmp = path.with_suffix(".tmp.npz")
