@@ -21,13 +21,22 @@ if str(ROOT) not in sys.path:  # a checkout: jobs/ and udfs/ beside notebooks/
     sys.path.insert(0, str(ROOT))
 
 
-def _dbutils():
-    return getattr(builtins, "dbutils", None) or globals().get("dbutils")
+def _notebook_global(name: str):
+    """``dbutils`` / ``display`` as a Databricks notebook has them: in the IPython namespace the
+    notebook runs in (builtins as a fallback), None when run as a plain script."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        get_ipython = None
+    shell = get_ipython() if get_ipython else None
+    if shell is not None and name in shell.user_ns:
+        return shell.user_ns[name]
+    return getattr(builtins, name, None)
 
 
 def widget(name: str, default: str, label: str | None = None) -> str:
     """A text widget on Databricks; locally ``CODEMILL_<NAME>`` or ``default``."""
-    dbutils = _dbutils()
+    dbutils = _notebook_global("dbutils")
     if dbutils is not None:
         dbutils.widgets.text(name, default, label or name)
         return dbutils.widgets.get(name) or default
@@ -53,7 +62,7 @@ _shown = 0
 def show(obj, name: str | None = None, rows: int = 20) -> None:
     """``display()`` on Databricks; locally print a DataFrame (Spark or pandas) or save a figure."""
     global _shown
-    display = getattr(builtins, "display", None)
+    display = _notebook_global("display")
     if display is not None:
         display(obj)
         return
@@ -73,7 +82,7 @@ def show(obj, name: str | None = None, rows: int = 20) -> None:
 def figure(width: float = 8, height: float = 3.5):
     import matplotlib
 
-    if getattr(builtins, "display", None) is None:
+    if _notebook_global("display") is None:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
