@@ -396,6 +396,7 @@ StageName = Literal["ingest", "filter", "dedup", "split", "commits", "chats", "b
 
 class PipelineConfig(_Strict):
     lakehouse: str = "lakehouse"  # root folder or URI of the Delta tables and run folders
+    report: bool = True  # report.html in each run folder (jobs.run_report)
     stages: tuple[StageName, ...] = ("ingest", "filter", "dedup", "split", "commits", "chats",
                                      "build_sft")
     spark: SparkSettings = SparkSettings()
@@ -411,8 +412,9 @@ class PipelineConfig(_Strict):
 
     # settings that choose where and how fast the data is made, never what it is: the ledger's
     # config hash leaves them out, so equal hashes mean equal settings for the data
-    NOT_HASHED: ClassVar[dict] = {"lakehouse": True, "spark": True, "stages": True, "mlflow": True,
-                  "dedup": {"tuning": True, "max_rounds": True}}
+    NOT_HASHED: ClassVar[dict] = {"lakehouse": True, "spark": True, "stages": True,
+                                  "mlflow": True, "report": True,
+                                  "dedup": {"tuning": True, "max_rounds": True}}
 
     def config_hash(self) -> str:
         """First 16 hex chars of SHA-256 over the canonical JSON of the settings that decide the

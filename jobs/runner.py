@@ -309,7 +309,8 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], ru
     run_dir = None
     if not dry_run:
         run_dir = write_run_folder(lake, cfg, run_id, reports, tables)
-        _write_report(cfg.lakehouse, run_id)
+        if cfg.report:
+            _write_report(cfg.lakehouse, run_id)
     for df in keep_alive:
         df.unpersist()
     result = RunResult(run_id, reports, tables, run_dir)

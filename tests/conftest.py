@@ -48,5 +48,9 @@ def lakehouse(tmp_path):
 
 
 def make_config(lakehouse: str, *overrides: str):
-    """Local config pointed at a test's lakehouse, with extra ``--set`` overrides."""
-    return load_config(env="local", overrides=[f"lakehouse={lakehouse}", *overrides])
+    """Local config pointed at a test's lakehouse, with extra ``--set`` overrides. Without the
+    run's report.html and MLflow run (a fresh MLflow store costs seconds per run):
+    tests/jobs/test_tracking.py and tests/test_notebooks.py turn them on, and every ``codemill``
+    run in a subprocess keeps the defaults."""
+    return load_config(env="local", overrides=[f"lakehouse={lakehouse}", "report=false",
+                                               "mlflow.enabled=false", *overrides])

@@ -36,7 +36,8 @@ def lake(spark, tmp_path_factory):
     lakehouse = str(root / "lake")
     sources = (f"ingest.sources=[{tree.split('=', 1)[1][1:-1]}, "
                f"{{kind: git, path: '{repo}'}}, {{kind: chat, path: '{chats}'}}]")
-    result = run_pipeline(make_config(lakehouse, sources), STAGES, spark=spark)
+    result = run_pipeline(make_config(lakehouse, sources, "report=true", "mlflow.enabled=true"),
+                          STAGES, spark=spark)
     from udfs.tracking import experiment_id, tracking_uri
 
     client = MlflowClient(tracking_uri(lakehouse))

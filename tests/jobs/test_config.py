@@ -33,7 +33,7 @@ def test_curation_flags_become_overrides():
                                               "'keep' or 'drop'"),
         ("filter.params.min_lines=many", "filter.params.min_lines: Input should be a valid integer"),
         ("bogus=1", "bogus: unknown key; allowed keys here: chats, commits, decontam, dedup, "
-                    "filter, ingest, lakehouse, mlflow, sft, spark, split, stages"),
+                    "filter, ingest, lakehouse, mlflow, report, sft, spark, split, stages"),
         ("ingest.sources=[{kind: tree, path: x, depth: 1}]",
          "ingest.sources.0.depth: unknown key; allowed keys here: kind, layout, path"),
         ("filter.params.rules=[lines, vibes]", "filter.params.rules: unknown rule(s) vibes"),

@@ -15,13 +15,15 @@ from tests.conftest import make_config
 from tests.test_idempotency import STAGES, corpus
 from udfs.tracking import pipeline_run_for
 
+ON = ("report=true", "mlflow.enabled=true")  # make_config turns both off
+
 
 def test_a_run_is_an_mlflow_run_and_a_report(spark, lakehouse, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     sources = corpus(tmp_path / "corpus")
-    result = run_pipeline(make_config(lakehouse, sources), STAGES, spark=spark)
+    result = run_pipeline(make_config(lakehouse, sources, *ON), STAGES, spark=spark)
     store = Path(lakehouse).resolve() / "_mlflow" / "mlflow.db"
     assert store.exists(), "the lakehouse's own store"
     client = MlflowClient(f"sqlite:///{store}")
@@ -82,7 +84,7 @@ def test_a_run_is_an_mlflow_run_and_a_report(spark, lakehouse, tmp_path, monkeyp
 def test_a_stage_alone_reports_what_it_did_not_write(spark, lakehouse, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     sources = corpus(tmp_path / "corpus")
-    result = run_pipeline(make_config(lakehouse, sources), ["ingest"], spark=spark)
+    result = run_pipeline(make_config(lakehouse, sources, *ON), ["ingest"], spark=spark)
     page = (Path(result.run_dir) / "report.html").read_text()
     assert "<figure id='plot-funnel' class='plot'>" in page
     assert ("<figure id='plot-file_sizes' class='absent'><figcaption>File sizes (silver.files)"
