@@ -10,7 +10,7 @@ CORPUS := data/corpus
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[pipeline,train,dev]'
+	$(BIN)/python -m pip install -q -e '.[pipeline,train,dev,connect]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -26,8 +26,9 @@ def local_frame(spark: SparkSession, rows: list[dict], ddl: str) -> DataFrame:
 
     ``createDataFrame`` of a Python list pickles the rows into an RDD whose tasks run in Python
     workers of a second daemon, which has none of ``jobs.pyworker``'s zip importers, and costs a
-    Python job where the JVM alone would do.
+    Python job where the JVM alone would do. The schema is given as well: a Spark Connect client
+    cannot take it from an Arrow table without rows.
     """
     import pyarrow as pa
 
-    return spark.createDataFrame(pa.Table.from_pylist(rows, schema=arrow_schema(ddl)))
+    return spark.createDataFrame(pa.Table.from_pylist(rows, schema=arrow_schema(ddl)), schema=ddl)

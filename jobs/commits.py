@@ -26,6 +26,7 @@ from jobs.arrow import arrow_schema, local_frame
 from jobs.config import GitSource, PipelineConfig
 from jobs.pyworker import map_in_arrow
 from jobs.schemas import COMMIT_FILES
+from jobs.session import default_parallelism
 from jobs.stage import DROPPED, KEPT, QUARANTINED, RowBuffer, Stage, StageResult
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def _listing(spark: SparkSession, sources: list[GitSource]) -> DataFrame:
                     problem = str(exc)
             rows.append({"repo": name, "path": path, "commit_id": None, "_error": problem})
     listing = local_frame(spark, rows, LISTING)
-    parts = max(spark.sparkContext.defaultParallelism, len(rows) // COMMITS_PER_TASK + 1)
+    parts = max(default_parallelism(spark), len(rows) // COMMITS_PER_TASK + 1)
     return listing.repartition(parts, "commit_id")
 
 

@@ -44,7 +44,10 @@ class SparkSettings(_Strict):
         ``auto``: ``provided`` if the classpath has Delta, else ``maven`` if ``mvn`` is installed,
         else ``packages``.
     ship_code: zip ``jobs/`` and ``udfs/`` and add them to the executors' Python path; None ships
-        whenever the master is not ``local[...]`` (local-cluster, standalone, YARN, Kubernetes).
+        whenever the master is not ``local[...]`` (local-cluster, standalone, YARN, Kubernetes,
+        and a Spark Connect server, as a Python artifact of the session).
+    master: ``sc://host:port`` makes the run a Spark Connect client of that server (README,
+        "Spark Connect").
     """
 
     master: str | None = "local[*]"  # None: leave it to spark-submit --master

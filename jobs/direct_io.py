@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from jobs.schemas import STATS_COLUMNS, UNINDEXED_TEXT
+from jobs.session import default_parallelism
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -85,7 +86,7 @@ def parquet_tasks(spark: SparkSession, files: list[tuple[str, int]],
     """
     import heapq
 
-    cores = max(1, spark.sparkContext.defaultParallelism)
+    cores = default_parallelism(spark)
     total = sum(length for _, length in files)
     count = cores * max(1, -(-total // (cores * task_bytes)))
     loads: list[tuple[int, int, list[str]]] = [(0, i, []) for i in range(count)]

@@ -31,6 +31,7 @@ from jobs.arrow import arrow_schema, local_frame
 from jobs.config import FILE_SOURCES, JsonlSource, ParquetSource, PipelineConfig, TreeSource
 from jobs.pyworker import map_in_arrow
 from jobs.schemas import FILE_COLUMNS
+from jobs.session import default_parallelism
 from jobs.stage import (
     DROPPED,
     KEPT,
@@ -210,7 +211,7 @@ def _tree_listing(spark: SparkSession, src: TreeSource) -> DataFrame:
     listing = spark.createDataFrame(pd.DataFrame(rows, columns=[s.split(" ")[0] for s in
                                                                 schema.split(", ")]), schema)
     # Spread the reads: ~200 files per task, at least one task per core.
-    parts = max(spark.sparkContext.defaultParallelism, len(rows) // 200 + 1)
+    parts = max(default_parallelism(spark), len(rows) // 200 + 1)
     return listing.repartition(parts, "path")
 
 

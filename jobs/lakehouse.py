@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from jobs.direct_io import WRITTEN_SCHEMA, parquet_file_writer, table_stats_columns
 from jobs.schemas import CONSTRAINTS, PARTITIONS, STATS_COLUMNS, stats_columns
+from jobs.session import is_connect
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -44,6 +45,15 @@ class Lakehouse:
         return f"{self.root.rstrip('/')}/_runs/{run_id}"
 
     def exists(self, name: str) -> bool:
+        if is_connect(self.spark):
+            # Delta's Python DeltaTable needs a plugin in the Connect server; its SQL does not
+            from pyspark.errors import AnalysisException
+
+            try:
+                self.spark.sql(f"DESCRIBE HISTORY delta.`{self.path(name)}` LIMIT 1").collect()
+            except AnalysisException:
+                return False
+            return True
         from delta.tables import DeltaTable
 
         return DeltaTable.isDeltaTable(self.spark, self.path(name))
@@ -183,11 +193,9 @@ class Lakehouse:
 
     def _commit(self, name: str) -> tuple[int, dict[str, str]]:
         """(latest version, its commit's operation metrics)."""
-        found = self._latest_commit_from_log(name)
-        if found is None:
-            from delta.tables import DeltaTable
-
-            row = DeltaTable.forPath(self.spark, self.path(name)).history(1).select(
+        found = None if is_connect(self.spark) else self._latest_commit_from_log(name)
+        if found is None:  # SQL: over Spark Connect too, where DeltaTable.forPath is not served
+            row = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.path(name)}` LIMIT 1").select(
                 "version", "operationMetrics").first()
             found = int(row["version"]), row["operationMetrics"] or {}
         return found

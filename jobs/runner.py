@@ -36,7 +36,7 @@ from jobs.config import (
 from jobs.lakehouse import Lakehouse
 from jobs.ledger import StageReport, append_ledger
 from jobs.schemas import schema_mismatch
-from jobs.session import check_environment, spark_session
+from jobs.session import check_environment, default_parallelism, is_connect, spark_session
 from jobs.stage import KEPT, Stage, quarantine_of, rejects_of
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def _in_few_files(df: DataFrame, rows: int, text_bytes: int) -> DataFrame:
     """``df`` coalesced to the files its estimated size needs, but not fewer than the cluster's
     default parallelism (every core keeps a share of the scan), nor more than it has."""
     need = -(-(rows * ROW_BYTES + text_bytes) // FILE_BYTES)
-    return df.coalesce(max(need, df.sparkSession.sparkContext.defaultParallelism))
+    return df.coalesce(max(need, default_parallelism(df.sparkSession)))
 
 
 class SchemaContractError(RuntimeError):
@@ -170,16 +170,19 @@ def _write_all(lake: Lakehouse, writes: dict[str, tuple[DataFrame, str | None]],
     writes waited for every task of the output table's full-text write, and ran after it
     (bench/RESULTS.md, "Dedup speed").
     """
-    context = lake.spark.sparkContext
+    # a Connect client has no SparkContext: its server schedules each request as it comes
+    context = None if is_connect(lake.spark) else lake.spark.sparkContext
 
     def write(table: str, df: DataFrame, where: str | None) -> int:
-        context.setLocalProperty("spark.scheduler.pool", table)
+        if context is not None:
+            context.setLocalProperty("spark.scheduler.pool", table)
         try:
             if table in (writers or {}):
                 return writers[table](lake, table, df)
             return lake.write(table, df, replace_where=where)
         finally:
-            context.setLocalProperty("spark.scheduler.pool", None)
+            if context is not None:
+                context.setLocalProperty("spark.scheduler.pool", None)
 
     with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="write") as pool:
         futures = {table: pool.submit(write, table, df, where)

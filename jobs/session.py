@@ -142,10 +142,72 @@ def build_code_zip() -> str:
     return str(out)
 
 
-def spark_session(settings: SparkSettings) -> SparkSession:
-    """The one SparkSession factory: local, local-cluster, spark-submit and Databricks alike."""
+def is_connect(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect client session (``sc://``): no SparkContext, no JVM
+    in this process, only DataFrame plans and SQL sent to the server."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+_PARALLELISM: dict[int, int] = {}
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """The cluster's ``defaultParallelism`` (its cores, on a local or standalone master). A
+    Connect client has no SparkContext to ask, so it counts the partitions of a range, which the
+    server splits into exactly that many (``spark.sql.leafNodeDefaultParallelism`` unset); one
+    small job per session."""
+    if not is_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    key = id(spark)
+    if key not in _PARALLELISM:
+        from pyspark.sql import functions as F
+
+        parts = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
+        _PARALLELISM[key] = max(1, parts.distinct().count())
+    return _PARALLELISM[key]
+
+
+def _connect_session(settings: SparkSettings, runtime: dict[str, str]) -> SparkSession:
+    """A Spark Connect client session on ``settings.master`` (``sc://host:port``). The server
+    was started with its own master, jars and static settings (Delta's extension and catalog:
+    README, "Spark Connect"); only the SQL settings a session may change are sent. The code zip
+    goes to the server as a Python artifact, on the path of that session's Python workers."""
     from pyspark.sql import SparkSession
 
+    builder = SparkSession.builder.remote(settings.master)
+    for key, value in {**runtime, **settings.conf}.items():
+        if key.startswith("spark.sql."):
+            builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    if settings.ship_code is not False:
+        spark.addArtifacts(build_code_zip(), pyfile=True)
+    return spark
+
+
+def _runtime_conf(settings: SparkSettings) -> dict[str, str]:
+    """The SQL settings of every session, classic or Connect (a session may set them)."""
+    return {
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Arrow batches to Python workers of at most 16 MB (default: 10,000 rows, about 150 MB
+        # of source files): the JVM fills the next batch while Python hashes this one, and a
+        # worker's memory stays bounded (bench/RESULTS.md, "Dedup speed").
+        "spark.sql.execution.arrow.maxBytesPerBatch": str(16 << 20),
+        # Parquet is decoded 256 rows at a time (default 4,096). Our big tables hold whole source
+        # files, ~15 KB a row, so a 4,096-row batch put ~60 MB of text in one column vector and
+        # the decoding ran from main memory, not the cache (bench/RESULTS.md, "Dedup speed").
+        "spark.sql.parquet.columnarReaderBatchSize": "256",
+    }
+
+
+def spark_session(settings: SparkSettings) -> SparkSession:
+    """The one SparkSession factory: local, local-cluster, spark-submit, Databricks, and a Spark
+    Connect server (``master: sc://host:port``) alike."""
+    from pyspark.sql import SparkSession
+
+    if (settings.master or "").startswith("sc://"):
+        return _connect_session(settings, _runtime_conf(settings))
     builder = SparkSession.builder.appName(settings.app_name)
     if settings.master:
         builder = builder.master(settings.master)
@@ -164,26 +226,17 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog",
                 "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
-        .config("spark.sql.session.timeZone", "UTC")
         # Jobs of concurrent threads share the executors instead of queueing behind the first
         # job's tasks (a stage's writes run side by side: jobs.runner._write_all).
         .config("spark.scheduler.mode", "FAIR")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        # Arrow batches to Python workers of at most 16 MB (default: 10,000 rows, about 150 MB
-        # of source files): the JVM fills the next batch while Python hashes this one, and a
-        # worker's memory stays bounded (bench/RESULTS.md, "Dedup speed").
-        .config("spark.sql.execution.arrow.maxBytesPerBatch", str(16 << 20))
         # Room for every class Spark generates (whole-stage code, projections, orderings) in a
         # session. The default LRU of 100 holds less than one dedup stage (many of its classes
         # are Delta's own log and commit queries), so every stage recompiled its classes with
         # Janino and the JIT compiled them again (bench/RESULTS.md, "Dedup speed").
         .config("spark.sql.codegen.cache.maxEntries", "1000")
-        # Parquet is decoded 256 rows at a time (default 4,096). Our big tables hold whole source
-        # files, ~15 KB a row, so a 4,096-row batch put ~60 MB of text in one column vector and
-        # the decoding ran from main memory, not the cache (bench/RESULTS.md, "Dedup speed").
-        .config("spark.sql.parquet.columnarReaderBatchSize", "256")
     )
+    for key, value in _runtime_conf(settings).items():
+        builder = builder.config(key, value)
     if POOLS.exists():  # else Spark makes each pool on first use (and warns)
         builder = builder.config("spark.scheduler.allocation.file", str(POOLS))
     if "spark.ui.showConsoleProgress" not in settings.conf:

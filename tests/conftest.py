@@ -42,6 +42,20 @@ def nothing_generated_in_the_checkout():
     assert not created, f"tests wrote {created} into the checkout {repo}"
 
 
+@pytest.fixture(scope="session")
+def reference_run(spark, tmp_path_factory):
+    """(the ``--set`` of the sources, each table's content checksum) of the whole pipeline run
+    in-process on local[2] over ``tests.test_idempotency.corpus``: what a run on another kind of
+    cluster (standalone, Spark Connect) must write too, computed once for the suite."""
+    from jobs.runner import run_pipeline
+    from tests.test_idempotency import STAGES, content, corpus
+
+    root = tmp_path_factory.mktemp("reference")
+    sources = corpus(root / "corpus")
+    run_pipeline(make_config(str(root / "lake"), sources), STAGES, spark=spark)
+    return sources, content(str(root / "lake"))
+
+
 @pytest.fixture
 def lakehouse(tmp_path):
     return str(tmp_path / "lakehouse")
