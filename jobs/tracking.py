@@ -80,6 +80,18 @@ def _datasets(lakehouse: str, result: RunResult):
     return out
 
 
+def _started_ms(result: RunResult, now: int) -> int:
+    """When the run began: its id's UTC time (``jobs.runner.new_run_id``: a resumed run keeps
+    its first start), else now less its stages' seconds."""
+    from datetime import datetime, timezone
+
+    try:
+        started = datetime.strptime(result.run_id[:16], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        return now - int(1000 * sum(r.seconds for r in result.reports))
+    return int(started.replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
 def log_pipeline_run(cfg: PipelineConfig, result: RunResult) -> str | None:
     """Log ``result`` as a finished MLflow run; its MLflow run id (None when off or failed)."""
     if not cfg.mlflow.enabled or result.run_dir is None:
@@ -102,9 +114,11 @@ def _log(cfg: PipelineConfig, result: RunResult) -> str:
             LAKEHOUSE_TAG: lakehouse_id(cfg.lakehouse), "codemill.kind": "pipeline",
             "codemill.stages": ",".join(r.stage for r in result.reports)}
     tags.update({table_tag(t): str(v) for t, (_, v) in result.tables.items() if v is not None})
-    run = client.create_run(experiment, run_name=result.run_id, tags=tags)
-    run_id = run.info.run_id
     now = int(time.time() * 1000)
+    # the run's span, not the seconds MLflow's own calls take: from the run id's start time
+    run = client.create_run(experiment, run_name=result.run_id, tags=tags,
+                            start_time=_started_ms(result, now))
+    run_id = run.info.run_id
     metrics = [Metric(k, v, now, 0) for k, v in sorted(metrics_of(result).items())]
     params = [Param(k, v) for k, v in sorted(flatten(cfg.model_dump(mode="json")).items())]
     for chunk in _chunks(metrics, 1000):  # MLflow's per-request limits
@@ -119,5 +133,5 @@ def _log(cfg: PipelineConfig, result: RunResult) -> str:
     for name in ("summary.json", "config.yaml", "report.html"):
         if (folder / name).exists():
             client.log_artifact(run_id, str(folder / name))
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(run_id, "FINISHED", end_time=now)
     return run_id

@@ -56,6 +56,28 @@ def reference_run(spark, tmp_path_factory):
     return sources, content(str(root / "lake"))
 
 
+@pytest.fixture(scope="session")
+def tracked_run(spark, tmp_path_factory):
+    """(lakehouse, RunResult) of the whole pipeline over ``tests.test_idempotency.corpus`` with
+    report.html and the MLflow run on, logged to the lakehouse's own store (no
+    MLFLOW_TRACKING_URI): read by tests/jobs/test_tracking.py and tests/test_browser.py."""
+    import os
+
+    from jobs.runner import run_pipeline
+    from tests.test_idempotency import STAGES, corpus
+
+    root = tmp_path_factory.mktemp("tracked")
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        lake = str(root / "lake")
+        result = run_pipeline(make_config(lake, corpus(root / "corpus"), "report=true",
+                                          "mlflow.enabled=true"), STAGES, spark=spark)
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return lake, result
+
+
 @pytest.fixture
 def lakehouse(tmp_path):
     return str(tmp_path / "lakehouse")

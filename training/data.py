@@ -11,7 +11,9 @@ calls included) and its ``<|im_end|>``, found from the ChatML markers
 where it should stop.
 
 Packing: conversations are packed greedily, in table order, into sequences of at most
-``max_length`` tokens (a conversation longer than that is cut to it, and counted). Position ids
+``max_length`` tokens (a conversation longer than that is cut to it, and counted; one left with
+no label token by the cut, its answer beyond ``max_length``, is left out, and counted: it would
+only add steps of zero loss and zero gradient). Position ids
 restart at 0 for every conversation, the first label of each is −100 (no prediction across a
 boundary), and ``seq_lens`` gives the conversation lengths. Without a KV cache, transformers keeps
 the conversations of a row apart from the restarting position ids, with flash-attention's
@@ -89,17 +91,20 @@ class Packed:
     token_weights: np.ndarray  # (n_seq, max_length) float32, the sample's weight on its tokens
     seq_lens: list[list[int]]  # conversation lengths inside each sequence
     truncated: int  # conversations cut to max_length
+    unlabeled: int = 0  # conversations left out: no label token within max_length
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, input_ids=self.input_ids, labels=self.labels,
                             position_ids=self.position_ids, token_weights=self.token_weights,
-                            seq_lens=json.dumps(self.seq_lens), truncated=self.truncated)
+                            seq_lens=json.dumps(self.seq_lens), truncated=self.truncated,
+                            unlabeled=self.unlabeled)
 
     @classmethod
     def load(cls, path: Path) -> Packed:
         z = np.load(path)
         return cls(z["input_ids"], z["labels"], z["position_ids"], z["token_weights"],
-                   json.loads(str(z["seq_lens"])), int(z["truncated"]))
+                   json.loads(str(z["seq_lens"])), int(z["truncated"]),
+                   int(z["unlabeled"]) if "unlabeled" in z.files else 0)
 
 
 def pack(examples: list[tuple[list[int], list[int], float]], max_length: int,
@@ -107,11 +112,14 @@ def pack(examples: list[tuple[list[int], list[int], float]], max_length: int,
     """Greedy packing in order (see the module docstring)."""
     seqs: list[list[tuple[list[int], list[int], float]]] = [[]]
     used = 0
-    truncated = 0
+    truncated = unlabeled = 0
     for ids, labels, weight in examples:
         if len(ids) > max_length:
             ids, labels = ids[:max_length], labels[:max_length]
             truncated += 1
+        if all(label == IGNORE for label in labels[1:]):  # the first is ignored below
+            unlabeled += 1
+            continue
         if used + len(ids) > max_length and seqs[-1]:
             seqs.append([])
             used = 0
@@ -136,7 +144,7 @@ def pack(examples: list[tuple[list[int], list[int], float]], max_length: int,
             weights[row, at:at + k] = weight
             lens[-1].append(k)
             at += k
-    return Packed(input_ids, out_labels, positions, weights, lens, truncated)
+    return Packed(input_ids, out_labels, positions, weights, lens, truncated, unlabeled)
 
 
 def table_version(lakehouse: str, table: str) -> int:

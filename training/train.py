@@ -392,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.log_params({"data.version_read": tr.data_version, "data.cache_key": tr.cache_key,
                                "world_size": tr.world, "total_steps": tr.total_steps,
                                "lora.trainable_params": tr.report["lora_trainable_params"],
-                               "attn_implementation": tr.report["attn_implementation"]})
+                               "attn_implementation": tr.report["attn_implementation"],
+                               "data.truncated": tr.packed.truncated,
+                               "data.unlabeled": tr.packed.unlabeled})
             _log_dataset(recipe, tr.data_version, tr.schedule.sequences)
     run_ids = [run_id]
     torch.distributed.broadcast_object_list(run_ids, src=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 from deltalake import DeltaTable
@@ -18,18 +19,20 @@ from udfs.tracking import pipeline_run_for
 ON = ("report=true", "mlflow.enabled=true")  # make_config turns both off
 
 
-def test_a_run_is_an_mlflow_run_and_a_report(spark, lakehouse, tmp_path, monkeypatch):
+def test_a_run_is_an_mlflow_run_and_a_report(tracked_run):
     from mlflow import MlflowClient
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    sources = corpus(tmp_path / "corpus")
-    result = run_pipeline(make_config(lakehouse, sources, *ON), STAGES, spark=spark)
+    lakehouse, result = tracked_run
     store = Path(lakehouse).resolve() / "_mlflow" / "mlflow.db"
     assert store.exists(), "the lakehouse's own store"
     client = MlflowClient(f"sqlite:///{store}")
     run = client.get_run(result.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == result.run_id
     assert client.get_experiment(run.info.experiment_id).name == "codemill-pipeline"
+    # its span is the run's: from the run id's start second to after its last stage
+    started = datetime.strptime(result.run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    assert run.info.start_time == int(started.timestamp()) * 1000
+    assert run.info.end_time - run.info.start_time >= 1000 * sum(r.seconds for r in result.reports)
 
     # params: the resolved config; metrics: the ledger, stage by stage
     params = run.data.params

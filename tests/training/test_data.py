@@ -93,8 +93,13 @@ def test_packing_keeps_conversations_apart():
     b = ([5, 6, 7], [IGNORE, 6, 7], 0.5)
     c = ([8, 9, 10, 11, 12, 13], [IGNORE, 9, 10, 11, 12, 13], 1.0)
     d = (list(range(20, 32)), list(range(20, 32)), 1.0)  # longer than max_length: cut
-    p = pack([a, b, c, d], max_length=8, pad_id=0)
-    assert p.seq_lens == [[4, 3], [6], [8]] and p.truncated == 1
+    # its answer starts after max_length: cut, nothing left to learn, left out
+    e = (list(range(40, 52)), [IGNORE] * 9 + [49, 50, 51], 1.0)
+    # one label after the first token is enough to keep it
+    f = ([60, 61], [IGNORE, 61], 1.0)
+    p = pack([a, b, c, d, e, f], max_length=8, pad_id=0)
+    assert p.seq_lens == [[4, 3], [6], [8], [2]] and (p.truncated, p.unlabeled) == (2, 1)
+    assert p.labels[3].tolist() == [IGNORE, 61] + [IGNORE] * 6
     assert p.input_ids[0].tolist() == [1, 2, 3, 4, 5, 6, 7, 0]
     assert p.position_ids[0].tolist() == [0, 1, 2, 3, 0, 1, 2, 0]
     # the first label of every conversation is ignored: no prediction across a boundary
