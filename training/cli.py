@@ -192,8 +192,12 @@ def eval_(recipe: RecipeOpt,
           allow_unsandboxed: Annotated[bool, typer.Option(
               "--allow-unsandboxed", help="run generated code even where neither bwrap nor "
                                           "unshare can isolate it")] = False,
+          mlflow_run: Annotated[Optional[str], typer.Option(
+              help="MLflow run to log the metrics to (default: the training run that wrote "
+                   "the adapter, from run.json beside it; 'none': do not log)")] = None,
           overrides: SetOpt = None) -> None:
-    """Perplexity on gold.sft's eval split and HumanEval pass@1 (code run in a sandbox)."""
+    """Perplexity on gold.sft's eval split and HumanEval pass@1 (code run in a sandbox), logged
+    to the adapter's training run."""
     import json
     import tempfile
 
@@ -213,6 +217,35 @@ def eval_(recipe: RecipeOpt,
     ppl, tokens = perplexity(model, packed)
     he = humaneval(greedy(model, tok, max_new_tokens, prompt=prompt), limit=limit,
                    allow_unsandboxed=allow_unsandboxed)
+    logged = _log_eval(r, adapter, mlflow_run, version, {
+        "eval.perplexity": ppl, "eval.tokens": float(tokens),
+        "humaneval.pass_at_1": he.pass_at_1, "humaneval.problems": float(he.problems)})
     print(json.dumps({"table": r.data.table, "version": version, "eval_tokens": tokens,
                       "perplexity": ppl, "humaneval_problems": he.problems,
-                      "humaneval_pass@1": he.pass_at_1}))
+                      "humaneval_pass@1": he.pass_at_1, "mlflow_run": logged}))
+
+
+def _log_eval(recipe, adapter: str | None, run_id: str | None, version: int,
+              metrics: dict[str, float]) -> str | None:
+    """Log ``metrics`` to the MLflow run ``run_id``, or to the training run that wrote
+    ``adapter`` (``<output_dir>/run.json`` beside ``<output_dir>/adapter``), in the store
+    training uses; the run's id, or None where there is none to log to."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from udfs.tracking import tracking_uri
+
+    if run_id == "none":
+        return None
+    if run_id is None and adapter is not None:
+        summary = Path(adapter).parent / "run.json"
+        if summary.exists():
+            run_id = json.loads(summary.read_text()).get("mlflow_run_id")
+    if run_id is None:
+        return None
+    client = MlflowClient(tracking_uri(recipe.data.lakehouse, recipe.mlflow.tracking_uri))
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    client.set_tag(run_id, "eval.data", f"{recipe.data.table}@{version}")
+    return run_id

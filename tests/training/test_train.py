@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,20 +149,20 @@ def test_pretrained_zero3_kill_during_save_resume_on_pinned_data(data, tmp_path)
         torch.testing.assert_close(merged(input_ids=probe["input_ids"]).logits,
                                    probe["logits"], atol=1e-4, rtol=1e-4)
 
-    # evaluation through the same loader: perplexity and HumanEval in the sandbox
-    from training.data import prepare
-    from training.evaluate import greedy, humaneval, load_model, perplexity
-    from udfs.chatml import load_tokenizer
-
-    tokenizer = load_tokenizer(str(tok))
-    evaluated = load_model(recipe, out / "adapter")
-    assert not evaluated.training
-    packed, read, _ = prepare(str(root / "lake"), "gold.sft", 0, tokenizer, "tiny", 1024,
-                              tmp_path / "eval-cache", split="eval")
-    ppl, tokens = perplexity(evaluated, packed)
-    assert read == 0 and tokens > 0 and 1.0 < ppl < 1024 * 1.5
-    he = humaneval(greedy(evaluated, tokenizer, max_new_tokens=8), limit=2)
-    assert he.problems == 2 and set(he.statuses.values()) <= {"passed", "failed", "timeout"}
+    # codemill eval through the same loader: perplexity and HumanEval in the sandbox, logged to
+    # the training run that wrote the adapter
+    done = run([str(Path(sys.executable).parent / "codemill"), "eval", "--adapter",
+                str(out / "adapter"), "--limit", "2", "--max-new-tokens", "8",
+                *trainer_args(root, tok, model, out, "data.version=0")])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    scores = json.loads(done.stdout.strip().splitlines()[-1])
+    assert scores["version"] == 0 and scores["eval_tokens"] > 0
+    assert 1.0 < scores["perplexity"] < 1024 * 1.5 and scores["humaneval_problems"] == 2
+    assert scores["mlflow_run"] == mrun.info.run_id
+    logged = client.get_run(mrun.info.run_id).data
+    assert logged.metrics["eval.perplexity"] == pytest.approx(scores["perplexity"])
+    assert logged.metrics["humaneval.pass_at_1"] == scores["humaneval_pass@1"]
+    assert logged.tags["eval.data"] == "gold.sft@0"
 
 
 def _probe(root, tok, model, out: Path, nproc: int, grad_accum: int) -> dict:
