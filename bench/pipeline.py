@@ -7,14 +7,13 @@ stage of conf/pipeline.yaml, report.html and the MLflow run) on a fresh lakehous
   history, as ``make run`` reads them.
 - **k×** adds k − 1 copies of every repository of the corpus, each code file of copy j edited at
   ``--edit-rate`` (``bench._common.edit``: each line, with that probability, deleted, duplicated
-  elsewhere or with an identifier renamed; seeded by path and copy): distinct content that is
-  near, not exactly, duplicate. Other files (licenses, metadata) are hard links. The git history
-  is the same at every size.
+  elsewhere or with an identifier renamed; seeded by repository and copy): distinct content that
+  is near, not exactly, duplicate, as forks are. The git history is the same at every size.
 
 Reported per size: wall seconds and MB/s per core end to end (MB = bytes of the files ingest read,
 from its ledger row); per stage its ledger seconds, MB in and MB/s per core; peak resident memory
 of the driver's Python process, of the JVM (driver and executors: local mode), and of the Python
-workers (the largest one and their largest sum at one moment), sampled every 0.2 s with psutil.
+workers (their largest sum at one moment, and the largest one), read from /proc every 0.2 s.
 
 And what splitting costs beyond parsing: tree-sitter's bare ``Parser.parse`` of the same files
 (silver.unique_files of the 1× run, each file once, one process: ``bench/split_speed.py``'s
@@ -40,93 +39,103 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._common import edit, machine  # noqa: E402
+from udfs.languages import language_for_path  # noqa: E402
 
 CORES = os.cpu_count() or 1
 
 
-def scaled_corpus(corpus: Path, factor: int, rate: float) -> Path:
-    """``corpus`` itself at 1×; else a folder with its repositories and k − 1 edited copies."""
-    if factor == 1:
-        return corpus
-    from udfs.languages import language_for_path
-
-    out = REPO / f"bench/.pipeline-corpus-{factor}x"
-    shutil.rmtree(out, ignore_errors=True)
+def enlarge(corpus: Path, out: Path, scale: int, rate: float) -> dict:
+    """Write the N× corpus; returns its file and byte counts."""
+    if out.exists():
+        shutil.rmtree(out)
+    files = size = 0
     for repo in sorted(p for p in corpus.iterdir() if p.is_dir()):
-        for copy in range(factor):
-            target = out / (repo.name if copy == 0 else f"{repo.name}-copy{copy}")
+        for k in range(scale):
+            target = out / (repo.name if k == 0 else f"{repo.name}__copy{k}")
+            rng = random.Random(f"{repo.name}-{k}")
             for path in sorted(repo.rglob("*")):
-                if path.is_symlink() or not path.is_file():
+                if not path.is_file() or path.is_symlink():
                     continue
                 dest = target / path.relative_to(repo)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                if copy and language_for_path(path.name):
+                data = path.read_bytes()
+                if k and language_for_path(path.name):
                     try:
-                        text = path.read_text(encoding="utf-8")
-                    except (UnicodeDecodeError, OSError):
-                        os.link(path, dest)
-                        continue
-                    rel = path.relative_to(corpus).as_posix()
-                    dest.write_text(edit(text, rate, random.Random(f"{rel}/{copy}")),
-                                    encoding="utf-8")
-                else:
-                    os.link(path, dest)
+                        data = edit(data.decode("utf-8"), rate, rng).encode("utf-8")
+                    except UnicodeDecodeError:
+                        pass
+                dest.write_bytes(data)
+                files += 1
+                size += len(data)
+    return {"files": files, "bytes": size}
+
+
+def _tree(root: int) -> dict[int, tuple[str, int]]:
+    """pid → (kind, rss bytes) of ``root`` and its descendants."""
+    children: dict[int, list[int]] = {}
+    info: dict[int, tuple[str, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/status") as f:
+                rss = next((int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmRSS:")), 0)
+        except (OSError, ValueError, IndexError):
+            continue
+        pid = int(entry)
+        children.setdefault(ppid, []).append(pid)
+        kind = ("jvm" if "java" in cmd.split(" ")[0] else
+                "python_workers" if "pyspark.daemon" in cmd or "pyspark.worker" in cmd else
+                "driver" if pid == root else "other")
+        info[pid] = (kind, rss)
+    out, stack = {}, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in info:
+            out[pid] = info[pid]
+        stack.extend(children.get(pid, []))
     return out
 
 
-class Peaks:
-    """Peak RSS of a process tree: the root (the driver's Python), its JVMs, and the Python
-    processes under a JVM (Spark's Python workers and their daemon)."""
 
-    def __init__(self, pid: int):
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.peak = {"driver_python_mb": 0.0, "jvm_mb": 0.0, "workers_sum_mb": 0.0,
-                     "worker_max_mb": 0.0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-                rss = {p.pid: p.memory_info().rss / 1e6 for p in procs}
-                names = {p.pid: p.name() for p in procs}
-                jvms = [p for p in procs if names[p.pid] == "java"]
-                workers = {c.pid for j in jvms for c in j.children(recursive=True)
-                           if names.get(c.pid, "").startswith("python")}
-                now = {"driver_python_mb": rss[self.root.pid],
-                       "jvm_mb": sum(rss[j.pid] for j in jvms),
-                       "workers_sum_mb": sum(rss[w] for w in workers if w in rss),
-                       "worker_max_mb": max((rss[w] for w in workers if w in rss), default=0.0)}
-                for k, v in now.items():
-                    self.peak[k] = max(self.peak[k], v)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
-                pass
-            self._stop.wait(0.2)
-
-    def stop(self) -> dict:
-        self._stop.set()
-        self._thread.join()
-        return {k: round(v) for k, v in self.peak.items()}
+def sample_peaks(pid: int, stop: threading.Event, peaks: dict[str, int],
+                 interval: float = 0.2) -> None:
+    """Until ``stop``: the largest RSS seen of each kind of process under ``pid`` (summed per
+    kind), of their total, and of the largest single Python worker."""
+    while not stop.is_set():
+        tree = _tree(pid).values()
+        by_kind: dict[str, int] = {}
+        for kind, rss in tree:
+            by_kind[kind] = by_kind.get(kind, 0) + rss
+        by_kind["total"] = sum(by_kind.values())
+        by_kind["one_python_worker"] = max((rss for kind, rss in tree
+                                            if kind == "python_workers"), default=0)
+        for kind, rss in by_kind.items():
+            peaks[kind] = max(peaks.get(kind, 0), rss)
+        stop.wait(interval)
 
 
 def run_pipeline_process(corpus: Path, lake: Path) -> dict:
     shutil.rmtree(lake, ignore_errors=True)
     sources = (f"ingest.sources=[{{kind: tree, path: '{corpus}', layout: repos}}, "
                f"{{kind: git, path: '{REPO}', name: codemill}}]")
-    cmd = [sys.executable, "-m", "jobs.cli", "run", "--set", f"lakehouse={lake}", "--set", sources]
+    cmd = [str(Path(sys.executable).parent / "codemill"), "run", "--set", f"lakehouse={lake}",
+           "--set", sources]
+    peaks: dict[str, int] = {}
+    stop = threading.Event()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    peaks = Peaks(proc.pid)
+    sampler = threading.Thread(target=sample_peaks, args=(proc.pid, stop, peaks), daemon=True)
+    sampler.start()
     _, err = proc.communicate()
     wall = time.perf_counter() - started
-    memory = peaks.stop()
+    stop.set()
+    sampler.join()
     if proc.returncode:
         raise SystemExit(f"codemill run failed:\n{err[-3000:]}")
     from deltalake import DeltaTable
@@ -142,7 +151,7 @@ def run_pipeline_process(corpus: Path, lake: Path) -> dict:
     return {"wall_seconds": round(wall, 1), "mb_in": mb_in,
             "mb_per_s_per_core": round(mb_in / wall / CORES, 3),
             "stage_seconds_total": round(sum(s["seconds"] for s in stages.values()), 1),
-            "stages": stages, "peak_rss": memory}
+            "stages": stages, "peak_rss_mb": {k: round(v / 2**20) for k, v in peaks.items()}}
 
 
 def bare_parse(lake: Path) -> dict:
@@ -168,7 +177,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", default="data/corpus")
     ap.add_argument("--scales", default="1,2,4")
-    ap.add_argument("--edit-rate", type=float, default=0.1)
+    ap.add_argument("--edit-rate", type=float, default=0.05)
     ap.add_argument("--out", default="bench/results/pipeline.json")
     args = ap.parse_args()
     corpus = Path(args.corpus).resolve()
@@ -176,9 +185,13 @@ def main() -> int:
         raise SystemExit(f"{corpus}: no corpus (make corpus builds it)")
     results = {"machine": machine(), "edit_rate": args.edit_rate, "sizes": []}
     for factor in [int(x) for x in args.scales.split(",")]:
-        folder = scaled_corpus(corpus, factor, args.edit_rate)
+        folder = corpus
+        if factor > 1:
+            folder = REPO / f"bench/.pipeline-corpus-{factor}x"
+            row_corpus = enlarge(corpus, folder, factor, args.edit_rate)
         lake = REPO / f"bench/.pipeline-lake-{factor}x"
-        row = {"scale": factor, **run_pipeline_process(folder, lake)}
+        row = {"scale": factor, **({"corpus": row_corpus} if factor > 1 else {}),
+               **run_pipeline_process(folder, lake)}
         if factor == 1:
             split = row["stages"]["split"]
             parse = bare_parse(lake)
