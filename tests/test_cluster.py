@@ -56,10 +56,10 @@ def test_stages_via_spark_submit(tmp_path):
     common = ["--env", "cluster", "--set", f"lakehouse={lake}",
               "--set", f"ingest.sources=[{{kind: tree, path: '{tmp_path / 'trees'}'}}]",
               "--set", "spark.shuffle_partitions=4"]
+    # one stage alone, then the next three as one run: each submit starts a cluster of JVMs
     spark_submit("jobs/submit.py", "stage", "ingest", *common)
-    spark_submit("jobs/submit.py", "stage", "filter", *common)
-    spark_submit("jobs/submit.py", "stage", "dedup", *common)
-    spark_submit("jobs/submit.py", "stage", "split", *common, "--set", "split.params.fim_rate=0")
+    spark_submit("jobs/submit.py", "run", *common, "--set", "stages=[filter, dedup, split]",
+                 "--set", "split.params.fim_rate=0")
 
     ledger = DeltaTable(str(lake / "ops" / "ledger")).to_pyarrow_table().to_pylist()
     got = {r["stage"]: (r["rows_in"], r["rows_out"], dict(r["dropped"]), r["rows_quarantined"])
