@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from jobs.run_report import PLOTS
-from tests.test_standalone import free_port
+from tests.test_standalone import free_port, stop
 from tests.training import tiny
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -150,9 +149,4 @@ def test_the_mlflow_ui_shows_the_pipeline_run_and_a_training_run(browser, tracke
         assert loss > 0 and f"loss\n{repr(loss)[:5]}" in page, (loss, page[:3000])
         browser.save_screenshot(str(tmp_path / "training-run.png"))
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        try:
-            ui.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(ui.pid, signal.SIGKILL)
-            ui.wait()
+        stop([ui])

@@ -7,7 +7,6 @@ same stages write on a classic local session."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from deltalake import DeltaTable
 from jobs.config import load_config
 from jobs.session import resolve_delta_jars
 from tests.test_idempotency import STAGES, content
-from tests.test_standalone import free_port
+from tests.test_standalone import free_port, stop
 
 pytestmark = pytest.mark.cluster
 BIN = Path(sys.executable).parent
@@ -57,12 +56,7 @@ def connect_server(tmp_path):
                 time.sleep(1)
         yield f"sc://127.0.0.1:{port}"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop([server])
 
 
 PROBE = """

@@ -66,14 +66,20 @@ def cluster(tmp_path):
             time.sleep(1)
         yield url, ui
     finally:
-        for p in procs:  # what we started, by PID (its session: spark-class execs java)
-            os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop(procs)  # what we started, by PID (its session: spark-class execs java)
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Stop processes started with ``start_new_session``, each with its process group: TERM,
+    then KILL after 30 s."""
+    for p in procs:
+        os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def test_the_pipeline_on_a_standalone_master_and_two_workers(cluster, reference_run, tmp_path):
