@@ -37,7 +37,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 _DOCSTRING = re.compile(r'"""([\s\S]*?)"""|\'\'\'([\s\S]*?)\'\'\'')
 
@@ -55,7 +54,8 @@ TRIVIAL = frozenset(normal for normal in (
 
 def normalize(text: str) -> str:
     """Lower-case, every run of whitespace one space, no leading or trailing space."""
-    return _WS.sub(" ", text.lower()).strip()
+    # str.split() splits on the whitespace ``\s`` matches, and drops the ends; faster than re.sub
+    return " ".join(text.lower().split())
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,22 @@ class Match:
 
 
 def word_ngrams(text: str, n: int) -> set[str]:
-    words = _WORD.findall(text.lower())
-    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {" ".join(gram) for gram in _word_tuples(text.lower(), n)}
+
+
+def _word_tuples(lowered: str, n: int, vocabulary: set[str] | None = None):
+    """The word n-grams of an already lower-cased text, as tuples of words. With ``vocabulary``,
+    only the n-grams whose every word is in it (the rest cannot be a benchmark's: building a tuple
+    for every position cost more than finding the words)."""
+    words = _WORD.findall(lowered)
+    if vocabulary is None or len(words) < n:
+        return zip(*(words[k:] for k in range(n)))
+    import numpy as np
+
+    unknown = np.fromiter((w not in vocabulary for w in words), dtype=bool, count=len(words))
+    before = np.concatenate(([0], np.cumsum(unknown)))
+    starts = np.flatnonzero(before[n:] == before[:-n])
+    return (tuple(words[i:i + n]) for i in starts.tolist())
 
 
 @dataclass
@@ -173,8 +187,10 @@ class Decontaminator:
     min_share: float = 0.5
     min_ngrams: int = 5
     _patterns: list[tuple[str, int]] = field(default_factory=list, init=False, repr=False)
-    _grams: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
+    # n-gram (as a tuple of words) → the items that have it
+    _grams: dict[tuple[str, ...], list[int]] = field(default_factory=dict, init=False, repr=False)
     _sizes: list[int] = field(default_factory=list, init=False, repr=False)
+    _vocabulary: set[str] = field(default_factory=set, init=False, repr=False)
     _automaton: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -189,7 +205,9 @@ class Decontaminator:
             self._sizes.append(len(grams))
             if self.ngram:
                 for g in grams:
-                    self._grams.setdefault(g, []).append(i)
+                    words = tuple(g.split(" "))
+                    self._grams.setdefault(words, []).append(i)
+                    self._vocabulary.update(words)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -209,19 +227,21 @@ class Decontaminator:
 
     def check(self, text: str) -> Match | None:
         """The first benchmark match in ``text``, or None."""
+        norm = normalize(text)
         if self.substring and self._patterns:
-            norm = normalize(text)
             for _, (k, i) in self._matcher().iter(norm):
                 item = self.items[i]
                 return Match(item.benchmark, item.task_id, "substring",
                              self._patterns[k][0][:200])
         if self.ngram and self._grams:
             hits: dict[int, list[str]] = {}
-            for g in word_ngrams(text, self.ngram):
-                for i in self._grams.get(g, ()):
-                    hits.setdefault(i, []).append(g)
+            # normalizing keeps every word; the intersection of tuple sets runs in C
+            for g in self._grams.keys() & set(_word_tuples(norm, self.ngram,
+                                                                self._vocabulary)):
+                for i in self._grams[g]:
+                    hits.setdefault(i, []).append(" ".join(g))
             best = None
-            for i, found in hits.items():
+            for i, found in sorted(hits.items()):  # equal shares: the first item, every run
                 share = len(found) / max(self._sizes[i], 1)
                 if len(found) >= self.min_ngrams and share >= self.min_share and (
                         best is None or share > best[1]):

@@ -143,7 +143,21 @@ class Doc:
 
     @cached_property
     def alpha_fraction(self) -> float:
-        return sum(c.isalpha() for c in self.text) / len(self.text) if self.text else 0.0
+        return _letters(self.text) / len(self.text) if self.text else 0.0
+
+
+# ASCII characters that are not letters, deleted by bytes.translate, which runs in C: code is
+# mostly ASCII, and a per-character ``str.isalpha`` loop over it costs several times more
+_ASCII_NOT_LETTERS = bytes(c for c in range(128) if not chr(c).isalpha())
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _letters(text: str) -> int:
+    """How many characters of ``text`` are letters (``str.isalpha``)."""
+    ascii_letters = len(text.encode("ascii", "ignore").translate(None, _ASCII_NOT_LETTERS))
+    if text.isascii():
+        return ascii_letters
+    return ascii_letters + sum(c.isalpha() for run in _NOT_ASCII.findall(text) for c in run)
 
 
 Rule = Callable[[Doc, FilterParams], "str | None"]
@@ -217,7 +231,9 @@ def line_length(doc: Doc, p: FilterParams) -> str | None:
 # constants and a few escaped characters from matching; what counts is the matched run's length.
 _ENCODED = (
     re.compile(r"[A-Za-z0-9+/=\n]{64,}"),  # base64 (line-wrapped blobs included)
-    re.compile(r"(?:\b(?:0x|\\x)?[0-9a-fA-F]{2}(?:,\s*|\b\s*)){8,}"),  # hex byte sequences
+    # hex byte sequences; the lookahead, which matches nothing, lets the engine skip in C to the
+    # next possible first character instead of trying the whole pattern at every position
+    re.compile(r"(?=[0-9a-fA-F\\])(?:\b(?:0x|\\x)?[0-9a-fA-F]{2}(?:,\s*|\b\s*)){8,}"),
     re.compile(r"(?:\\u[0-9a-fA-F]{4}){8,}"),  # unicode escapes
 )
 
@@ -228,6 +244,8 @@ def encoded_data(doc: Doc, p: FilterParams) -> str | None:
         return None
     covered = 0
     for pattern in _ENCODED:
+        if pattern is _ENCODED[2] and "\\u" not in doc.text:
+            continue  # unicode escapes need a backslash-u; most files have none
         for m in pattern.finditer(doc.text):
             run = m.end() - m.start()
             if run >= p.encoded_min_run:

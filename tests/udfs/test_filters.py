@@ -94,6 +94,23 @@ def test_rule_order_decides_the_reason():
     assert first_reason(doc, FilterParams(rules=("lines", "license"))) == "too_few_lines"
 
 
+def test_alpha_fraction_counts_letters_of_every_script():
+    # letters by hand: é, ü, ß, ж, 字 (5) + ascii a, b (2) = 7; digits, ½, ², ◆, spaces and _ are not
+    text = "é1ü ß_ж字 ½²◆ ab"
+    assert len(text) == 15
+    assert Doc(text=text).alpha_fraction == 7 / 15
+    assert Doc(text="").alpha_fraction == 0.0
+
+
+def test_encoded_data_hex_bytes_in_every_spelling():
+    escaped = "b = b'" + "\\x7f" * 300 + "'\n"  # \x7f\x7f…: one 1,200-char run
+    assert RULES["encoded_data"](Doc(text=escaped), P) == "encoded_data"
+    dump = ("de ad be ef 00 11 22 33 44 55\n" * 40)  # a hex dump, one run of its lines
+    assert RULES["encoded_data"](Doc(text=dump), P) == "encoded_data"
+    few = "mask = [0xff, 0x0f, 0xf0]\n" + CODE_LINE * 20  # three bytes are not data
+    assert RULES["encoded_data"](Doc(text=few), P) is None
+
+
 def test_quality_signals():
     s = quality_signals(Doc(text="ab\nabcd\n"))
     assert s == {"num_lines": 2, "size_bytes": 8, "alpha_fraction": 0.75,
