@@ -68,7 +68,7 @@ BUILT_SCHEMA = (
 )
 SFT_COLUMNS = ("sft_id", "source", "sample_id", "file_id", "repo", "path", "source_version",
                "task_type", "source_task", "language", "messages", "quality", "weight", "split",
-               "token_count", "truncated")
+               "chars", "token_count", "truncated")
 # gold.sft's sources and the table each one's rows come from (``source_version`` is its version)
 SOURCE_TABLES = {"code": "gold.samples", "git": "silver.commits", "chat": "silver.chats"}
 TEST_FILE = (r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.(py|go)$|[^/]*Test\.java$|"
@@ -385,7 +385,11 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
         version.alias("source_version"),
         "task_type", "source_task", "language", F.col("messages").cast(MESSAGES),
         "quality", (raw / F.lit(mean_raw)).alias("weight"),
-        F.when(bucket < settings.eval_fraction, "eval").otherwise("train").alias("split"))
+        F.when(bucket < settings.eval_fraction, "eval").otherwise("train").alias("split"),
+        # computed in the JVM, so that the run report's length plot never reads the messages
+        F.aggregate("messages", F.lit(0).cast("long"),
+                    lambda total, m: total + F.coalesce(F.length(m["content"]), F.lit(0)))
+        .alias("chars"))
     if settings.tokenizer:
         ddl = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in sft.schema.fields)
         ddl += ", token_count long, truncated boolean"

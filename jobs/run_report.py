@@ -143,6 +143,9 @@ def _record_lengths(table):
     tokens = table.column("token_count")
     if tokens.null_count < len(tokens):
         return np.asarray(pc.drop_null(tokens).to_numpy(), dtype=float), "tokens"
+    if "chars" in table.column_names:
+        return np.asarray(table.column("chars").to_numpy(), dtype=float), "characters"
+    # a gold.sft written before build_sft counted characters
     messages = table.column("messages").combine_chunks()
     flat = pc.list_flatten(messages)
     lengths = pc.fill_null(pc.utf8_length(pc.struct_field(flat, "content")), 0).to_numpy()
@@ -205,7 +208,9 @@ def _figures(lakehouse: str, summary: dict) -> dict[str, Figure]:
         figs["task_types"] = Figure(_bars([k for k, _ in c], [n for _, n in c], "samples"))
     else:
         figs["task_types"] = missing("gold.samples")
-    sft = t.read("gold.sft", ["source", "quality", "token_count", "messages"])
+    sft = t.read("gold.sft", ["source", "quality", "token_count", "chars"])
+    if sft is not None and "chars" not in sft.column_names:
+        sft = t.read("gold.sft", ["source", "quality", "token_count", "messages"])
     if sft is not None and sft.num_rows:
         # a gold.sft from before the source column held code samples only
         c = (_counts(sft, "source") if "source" in sft.column_names

@@ -100,7 +100,7 @@ TABLE_SCHEMAS: dict[str, str] = {
     "gold.sft": ("sft_id string, source string, sample_id string, file_id string, repo string, path string, "
                  "source_version long, task_type string, source_task string, language string, "
                  f"messages {MESSAGES}, quality double, weight double, split string, "
-                 "token_count long, truncated boolean"),
+                 "chars long, token_count long, truncated boolean"),
     "gold.sft_skips": ("sample_id string, file_id string, repo string, path string, "
                        "language string, source_task string, task_type string, reason string"),
     "gold.sft_token_stats": ("split string, language string, source string, records long, p50 double, "

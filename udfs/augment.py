@@ -24,7 +24,7 @@ import hashlib
 import textwrap
 from functools import lru_cache
 
-from udfs.syntax import SYNTAX, ParseRefused, parse
+from udfs.syntax import SYNTAX, ParseRefused, parse, parse_snippet
 
 _WRAP_METHODS = {"javascript", "typescript", "tsx", "java"}
 
@@ -88,7 +88,15 @@ class _Snippet:
         self.head = b"class _ {\n" if wrap else b""
         self.tail = b"\n}\n" if wrap else b""
         self.b = self.head + code.encode() + self.tail
-        self.tree = parse(self.b, gid)
+        self.tree = parse_snippet(self.b, gid)
+        self._nodes: list | None = None
+
+    @property
+    def nodes(self) -> list:
+        """Every node of the tree, walked once for all the augmentations of the definition."""
+        if self._nodes is None:
+            self._nodes = list(_nodes(self.tree.root_node))
+        return self._nodes
 
     def ok(self) -> bool:
         return not self.tree.root_node.has_error
@@ -133,7 +141,7 @@ def strip_comments(code: str, gid: str, kind: str = "function") -> str | None:
     snip = _snippet(code, gid, kind)
     comment_types = set(SYNTAX[gid].comments)
     b, edits = snip.b, []
-    for node in _nodes(snip.tree.root_node):
+    for node in snip.nodes:
         if node.type not in comment_types:
             continue
         start, end = node.start_byte, node.end_byte
@@ -156,7 +164,7 @@ def rename_locals(code: str, gid: str, kind: str = "function") -> tuple[str, dic
     blocked: set[str] = set()
     names_in_code: set[str] = set()
     idents = []
-    for node in _nodes(snip.tree.root_node):
+    for node in snip.nodes:
         if node.type in _SHORTHANDS:
             blocked.add(snip.text(node).decode())
             continue
@@ -205,8 +213,7 @@ def strip_type_hints(code: str, gid: str, kind: str = "function") -> str | None:
         return None
     snip = _snippet(code, gid, kind)
     edits = []
-    root = snip.tree.root_node
-    fn = next((n for n in _nodes(root) if n.type == "function_definition"), None)
+    fn = next((n for n in snip.nodes if n.type == "function_definition"), None)
     if fn is None:
         return None
     params = fn.child_by_field_name("parameters")
@@ -226,7 +233,7 @@ def strip_type_hints(code: str, gid: str, kind: str = "function") -> str | None:
 def inject_bug(code: str, gid: str, seed: str, kind: str = "function") -> tuple[str, str] | None:
     """(buggy code, "a → b" description) or None."""
     snip = _snippet(code, gid, kind)
-    ops = [n for n in _nodes(snip.tree.root_node)
+    ops = [n for n in snip.nodes
            if not n.is_named and n.parent is not None and n.parent.type in _OPERATOR_PARENTS
            and snip.text(n).decode() in _SWAPS]
     if not ops:

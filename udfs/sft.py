@@ -57,7 +57,7 @@ from udfs.augment import (
     strip_type_hints,
 )
 from udfs.instructions import FILL_MARK, LANGUAGE_NAMES, Templates, code_block, doc_text, purpose
-from udfs.syntax import ParseRefused, grammar_name, parse, python_docstring
+from udfs.syntax import ParseRefused, grammar_name, parse_snippet, python_docstring
 
 QUALITY_WEIGHTS = {"alpha": 0.25, "lines": 0.15, "docs": 0.2, "comments": 0.15, "length": 0.1,
                    "parse": 0.15}
@@ -132,7 +132,7 @@ def definition_docs(code: str, before: str, language: str | None) -> str | None:
     if language == "python":
         b = code.encode()
         try:
-            tree = parse(b, "python")
+            tree = parse_snippet(b, "python")
         except ParseRefused:
             return None
         node = tree.root_node.named_children[0] if tree.root_node.named_child_count else None

@@ -24,7 +24,7 @@ import importlib
 import re
 import time
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -182,6 +182,14 @@ def bracket_depth(source: bytes) -> int:
         return 0
     steps = _OPEN[np.frombuffer(source, dtype=np.uint8)]
     return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+
+
+@lru_cache(maxsize=8)
+def parse_snippet(source: bytes, grammar_id: str) -> Tree:
+    """``parse`` with the default bounds, remembered for the last few sources: build_sft reads one
+    definition's tree several times (its docstring, then each augmentation), and parsing is most
+    of its work. Trees are not edited in place anywhere, so sharing one is safe."""
+    return parse(source, grammar_id)
 
 
 def parse(source: bytes, grammar_id: str, *, timeout_s: float = 2.0, max_bytes: int = 1 << 20,

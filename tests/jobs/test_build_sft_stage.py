@@ -115,6 +115,9 @@ def test_build_sft_end_to_end(spark, gold, tokenizer, tmp_path):
     assert a["weight"] / b["weight"] == pytest.approx(2.718281828 ** (5 * (a["quality"]
                                                                            - b["quality"])))
     assert {r["source_version"] for r in sft} == {0}
+    # chars: every message's content, tool calls' arguments not included
+    for r in sft:
+        assert r["chars"] == sum(len(m["content"] or "") for m in r["messages"])
     # token counts are the tokenizer's, run directly
     tok = load_tokenizer(tokenizer)
     for r in sft[:20]:

@@ -100,3 +100,22 @@ def test_a_stage_alone_reports_what_it_did_not_write(spark, lakehouse, tmp_path,
 
     run = MlflowClient(f"sqlite:///{tmp_path / 'elsewhere.db'}").get_run(result.mlflow_run_id)
     assert run.info.artifact_uri.startswith((Path(lakehouse).resolve() / "_mlflow").as_uri())
+
+
+def test_record_lengths_for_the_plot():
+    import pyarrow as pa
+
+    from jobs.run_report import _record_lengths
+
+    messages = [[{"role": "user", "content": "abc"}, {"role": "assistant", "content": "de"}],
+                [{"role": "user", "content": None}, {"role": "assistant", "content": "xyz!"}]]
+    none = pa.array([None, None], pa.int64())
+    old = pa.table({"token_count": none, "messages": messages})  # no chars column
+    lengths, unit = _record_lengths(old)
+    assert (lengths.tolist(), unit) == ([5.0, 4.0], "characters")
+    new = pa.table({"token_count": none, "chars": pa.array([7, 9], pa.int64())})
+    lengths, unit = _record_lengths(new)
+    assert (lengths.tolist(), unit) == ([7.0, 9.0], "characters")
+    counted = pa.table({"token_count": pa.array([11, None], pa.int64()), "chars": [1, 2]})
+    lengths, unit = _record_lengths(counted)
+    assert (lengths.tolist(), unit) == ([11.0], "tokens")
