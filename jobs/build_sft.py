@@ -398,7 +398,11 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     else:
         sft = sft.withColumn("token_count", F.lit(None).cast("long")).withColumn(
             "truncated", F.lit(None).cast("boolean"))
-    sft = sft.select(*SFT_COLUMNS).persist(StorageLevel.MEMORY_AND_DISK)
+    sft = sft.select(*SFT_COLUMNS)
+    if settings.tokenizer:
+        # the table and its token statistics both read the counts: the tokenizer runs once.
+        # Without one, only the write reads it, and a cache would cost a pass of its own.
+        sft = sft.persist(StorageLevel.MEMORY_AND_DISK)
     skip_columns = ("sample_id", "file_id", "repo", "path", "language", "source_task",
                     "task_type", "reason")
     skips = built.where(F.col("_kind") == "skip").select(*skip_columns)
@@ -423,7 +427,8 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
                             "source string, rows_in long, rows_out long")
     return StageResult(
         input_rows=input_rows, decided=decided, kept_columns=(), output=sft,
-        persisted=[built, decided, sft], extra_outputs=extra, by_source=by_source)
+        persisted=[built, decided] + ([sft] if settings.tokenizer else []), extra_outputs=extra,
+        by_source=by_source)
 
 
 def _extra_inputs(cfg: PipelineConfig) -> tuple[str, ...]:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from typing import Any
 
 from udfs.augment import (
@@ -166,12 +165,39 @@ def meta_of(sample: dict[str, Any], docs: str | None = None) -> dict[str, str]:
             "purpose": purpose(docs) or "", "params": ""}
 
 
+def _open_paren(code: str, name: str) -> int | None:
+    r"""Where the ``(`` of the first ``name (…`` or ``name<T> (…`` in ``code`` is: the regex
+    ``\bNAME\s*(<[^>(]*>)?\s*\(``, scanned by hand because every definition has its own name
+    and compiling a pattern per name cost more than the rest of the record."""
+
+    def word(c: str) -> bool:
+        return c.isalnum() or c == "_"
+
+    at = code.find(name)
+    while at >= 0:
+        i = at + len(name)
+        if word(code[at - 1] if at else " ") != word(name[0]):  # a word boundary
+            while i < len(code) and code[i].isspace():
+                i += 1
+            if i < len(code) and code[i] == "<":
+                close = i + 1
+                while close < len(code) and code[close] not in ">(":
+                    close += 1
+                i = close + 1 if close < len(code) and code[close] == ">" else len(code)
+                while i < len(code) and code[i].isspace():
+                    i += 1
+            if i < len(code) and code[i] == "(":
+                return i
+        at = code.find(name, at + 1)
+    return None
+
+
 def _params(code: str, name: str) -> str:
     """The parameter list as written: the balanced (...) right after the name in the signature."""
-    m = re.search(rf"\b{re.escape(name)}\s*(<[^>(]*>)?\s*\(", code) if name else None
-    if m is None:
+    start = _open_paren(code, name) if name else None
+    if start is None:
         return ""
-    start, depth = m.end() - 1, 0
+    depth = 0
     for i in range(start, min(len(code), start + 2000)):
         depth += {"(": 1, ")": -1}.get(code[i], 0)
         if depth == 0:

@@ -222,3 +222,18 @@ def test_doc_comment_lookup_is_linear_on_long_comment_runs():
     assert definition_docs('def f(a: int):\n    """Doc."""\n    return a\n', "", "python") == (
         '"""Doc."""')
     assert definition_docs("@d\ndef f():\n    return 1\n", "", "python") is None
+
+
+@pytest.mark.parametrize(("code", "name", "params"), [
+    ("def add(self, x: int = 1) -> int:", "add", "(self, x: int = 1)"),
+    ("fn map<T: Clone>(items: Vec<T>) {", "map", "(items: Vec<T>)"),
+    ("int maybe_add(int a) { add (a,\n  f(b)); }", "add", "(a, f(b))"),  # not inside maybe_add
+    ("public Foo<K>x(int a)", "Foo", ""),  # a generic must be followed by the parameters
+    ("add<T(int a)", "add", ""),  # an unclosed generic
+    ("Point() ~Point(int i)", "~Point", ""),  # ~ after a space is no word boundary
+    ("x~Point(int i)", "~Point", "(int i)"),
+])
+def test_params_are_the_brackets_after_the_name(code, name, params):
+    from udfs.sft import _params
+
+    assert _params(code, name) == params
