@@ -122,19 +122,22 @@ def _tally(result_decided: DataFrame) -> tuple[int, int, dict[str, int], int, in
     return kept, kept_bytes, dict(sorted(dropped.items())), dropped_bytes, quarantined
 
 
-# silver.rejects and ops.quarantine slices are written in files of about FILE_BYTES (Spark's own
-# split size), estimating a row at ROW_BYTES plus its text. Their rows are a stage's drops, spread
-# over every split of the input; one file per split cost Delta's per-file work for files of a few
-# hundred rows (bench/RESULTS.md, "Dedup speed").
+# A stage's kept rows (when the output is its decided rows) and its silver.rejects and
+# ops.quarantine slices are written in files of about FILE_BYTES (Spark's own split size),
+# estimating a row at ROW_BYTES plus its text. Those rows are spread over every partition of the
+# stage's input (ingest reads ~200 files per task); a file per partition made every later scan
+# and commit pay Delta's and Parquet's per-file work for files of a few hundred rows.
 FILE_BYTES = 128 << 20
 ROW_BYTES = 512
 
 
 def _in_few_files(df: DataFrame, rows: int, text_bytes: int) -> DataFrame:
-    """``df`` coalesced to the files its estimated size needs, but not fewer than the cluster's
-    default parallelism (every core keeps a share of the scan), nor more than it has."""
+    """``df`` coalesced to the files its estimated size needs, rounded up to a multiple of the
+    cluster's default parallelism (every core keeps an equal share of the write and of later
+    scans), and never more than it has."""
+    cores = default_parallelism(df.sparkSession)
     need = -(-(rows * ROW_BYTES + text_bytes) // FILE_BYTES)
-    return df.coalesce(max(need, default_parallelism(df.sparkSession)))
+    return df.coalesce(-(-max(need, 1) // cores) * cores)
 
 
 class SchemaContractError(RuntimeError):
@@ -270,6 +273,8 @@ def run_stages(spark: SparkSession, cfg: PipelineConfig, stages: list[Stage], ru
             report.output_rows = kept_df.count() if dry_run else None
         else:
             kept_df = result.decided.where(F.col("_outcome") == KEPT).select(*result.kept_columns)
+            if stage.output not in result.writers:
+                kept_df = _in_few_files(kept_df, kept, kept_bytes)
             report.output_rows = kept
         if dry_run:
             produced[stage.output] = kept_df
