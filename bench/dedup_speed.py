@@ -19,6 +19,11 @@ Sides (5-gram shingles of ``udfs.minhash.tokenize`` tokens, 256 permutations wit
   ``direct_writes`` false, ``one_task_files`` and ``broadcast_rows`` 0: the distributed path a
   cluster takes). The ledger's own seconds for the stage are recorded too.
 - **stage, warm**: the same two configurations run in this process's warm Spark session.
+- **connect** (opt in: ``--sides …,connect``): ``codemill stage dedup --set
+  spark.master=sc://…`` as a fresh client process against a Spark Connect server on local[2]
+  that the bench starts once and keeps (``tests.test_connect.running_connect_server``): a
+  cluster user's warm JVM. The server's start is not counted; its first run is the cold one.
+  Over Connect the stage takes its distributed path (README, "Spark Connect").
 - **text-dedup** 0.4.0 (``--text-dedup-python``: a virtualenv with text-dedup, whose pins clash
   with ours): ``python -m text_dedup.minhash --num_proc 1`` on the same texts as JSONL, the same
   n-gram size, permutations, bands and threshold, whole process (loading with ``datasets``
@@ -43,6 +48,7 @@ rounds 1..repeat as **warm** (median, and every run). MB = the UTF-8 size of the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import shutil
@@ -292,40 +298,48 @@ def main() -> int:
         "warm_off": lambda texts, lake: run_stage_warm(spark, lake, FAST_PATHS_OFF),
     }
     chosen = args.sides.split(",")
-    if args.text_dedup_python:
-        sides["text_dedup"] = lambda texts, lake: text_dedup(args.text_dedup_python, texts)
-    td_scales = {int(x) for x in (args.text_dedup_scales or args.scales).split(",")}
-    results = {"machine": machine(), "edit_rate": args.edit_rate, "base_mb": args.base_mb,
-               "repeat": args.repeat, "sizes": []}
-    for factor in [int(x) for x in args.scales.split(",")]:
-        table = scaled(base, factor, args.edit_rate)
-        texts = table.column("text").to_pylist()
-        mb = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) / 1e6
-        lake = (REPO / f"bench/.lake-speed-{factor}x").resolve()
-        shutil.rmtree(lake, ignore_errors=True)
-        write_silver(table, lake, spark)
-        here = chosen + (["text_dedup"] if args.text_dedup_python and factor in td_scales else [])
-        runs: dict[str, list[dict]] = {name: [] for name in here}
-        for round_ in range(args.repeat + 1):
-            # rotate the order each round: no side always runs right after the same one
-            for name in here[round_ % len(here):] + here[:round_ % len(here)]:
-                runs[name].append(sides[name](texts, lake))
-                print(f"{factor}x round {round_} {name}: {runs[name][-1]['seconds']:.1f} s",
-                      file=sys.stderr, flush=True)
-        row = {"scale": factor, "files": table.num_rows, "mb": round(mb, 1),
-               **{name: summarize(r, mb) for name, r in runs.items()}}
-        if "datasketch" in row:
-            ds = row["datasketch"]["warm_mb_per_s_per_core"]
-            row["ratio_per_core_vs_datasketch"] = {
-                name: round(r["warm_mb_per_s_per_core"] / ds, 3)
-                for name, r in row.items() if isinstance(r, dict) and "warm_mb_per_s_per_core" in r}
-            row["ratio_per_core_vs_datasketch_cold"] = {
-                name: round(r["cold_mb_per_s_per_core"] / row["datasketch"]["cold_mb_per_s_per_core"], 3)
-                for name, r in row.items() if isinstance(r, dict) and "cold_mb_per_s_per_core" in r}
-        results["sizes"].append(row)
-        print(json.dumps(row, indent=2), flush=True)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
+    with contextlib.ExitStack() as stack:
+        if "connect" in chosen:
+            from tests.test_connect import running_connect_server
+
+            url = stack.enter_context(
+                running_connect_server(REPO / "bench" / ".connect-server.log"))
+            sides["connect"] = lambda texts, lake: run_stage_process(
+                lake, [f"spark.master={url}"])
+        if args.text_dedup_python:
+            sides["text_dedup"] = lambda texts, lake: text_dedup(args.text_dedup_python, texts)
+        td_scales = {int(x) for x in (args.text_dedup_scales or args.scales).split(",")}
+        results = {"machine": machine(), "edit_rate": args.edit_rate, "base_mb": args.base_mb,
+                   "repeat": args.repeat, "sizes": []}
+        for factor in [int(x) for x in args.scales.split(",")]:
+            table = scaled(base, factor, args.edit_rate)
+            texts = table.column("text").to_pylist()
+            mb = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) / 1e6
+            lake = (REPO / f"bench/.lake-speed-{factor}x").resolve()
+            shutil.rmtree(lake, ignore_errors=True)
+            write_silver(table, lake, spark)
+            here = chosen + (["text_dedup"] if args.text_dedup_python and factor in td_scales else [])
+            runs: dict[str, list[dict]] = {name: [] for name in here}
+            for round_ in range(args.repeat + 1):
+                # rotate the order each round: no side always runs right after the same one
+                for name in here[round_ % len(here):] + here[:round_ % len(here)]:
+                    runs[name].append(sides[name](texts, lake))
+                    print(f"{factor}x round {round_} {name}: {runs[name][-1]['seconds']:.1f} s",
+                          file=sys.stderr, flush=True)
+            row = {"scale": factor, "files": table.num_rows, "mb": round(mb, 1),
+                   **{name: summarize(r, mb) for name, r in runs.items()}}
+            if "datasketch" in row:
+                ds = row["datasketch"]["warm_mb_per_s_per_core"]
+                row["ratio_per_core_vs_datasketch"] = {
+                    name: round(r["warm_mb_per_s_per_core"] / ds, 3)
+                    for name, r in row.items() if isinstance(r, dict) and "warm_mb_per_s_per_core" in r}
+                row["ratio_per_core_vs_datasketch_cold"] = {
+                    name: round(r["cold_mb_per_s_per_core"] / row["datasketch"]["cold_mb_per_s_per_core"], 3)
+                    for name, r in row.items() if isinstance(r, dict) and "cold_mb_per_s_per_core" in r}
+            results["sizes"].append(row)
+            print(json.dumps(row, indent=2), flush=True)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
 
 

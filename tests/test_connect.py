@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,15 +26,15 @@ pytestmark = pytest.mark.cluster
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def connect_server(tmp_path):
-    """sc://127.0.0.1:<port>, a Connect server on local[2], stopped by its PID."""
+@contextmanager
+def running_connect_server(log: Path, master: str = "local[2]"):
+    """sc://127.0.0.1:<port>: a Connect server started as the README says, with its output in
+    ``log``, stopped by its process group on exit (bench/dedup_speed.py uses it too)."""
     port = free_port()
     jars = ",".join(resolve_delta_jars(load_config().spark.jars_dir))
-    log = tmp_path / "connect.log"
     server = subprocess.Popen(
         [str(BIN / "spark-submit"), "--class",
-         "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", "local[2]",
+         "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", master,
          "--jars", jars,
          "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
          "--conf", "spark.sql.catalog.spark_catalog="
@@ -57,6 +58,13 @@ def connect_server(tmp_path):
         yield f"sc://127.0.0.1:{port}"
     finally:
         stop([server])
+
+
+@pytest.fixture
+def connect_server(tmp_path):
+    """sc://127.0.0.1:<port>, a Connect server on local[2]."""
+    with running_connect_server(tmp_path / "connect.log") as url:
+        yield url
 
 
 PROBE = """
