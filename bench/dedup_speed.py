@@ -93,7 +93,9 @@ def scaled(table: pa.Table, factor: int, rate: float) -> pa.Table:
             copies.append({**r, "text": text, "size_bytes": len(text.encode()), "repo": repo,
                            "id": file_id(repo, r["path"], text.encode())})
         parts.append(pa.Table.from_pylist(copies, schema=table.schema))
-    return pa.concat_tables(parts)
+    # id order, as the stage ranks files: LSH buckets of over 64 files link each file to the
+    # bucket's first, so the kernels side must see the same order to keep the same files
+    return pa.concat_tables(parts).sort_by("id")
 
 
 def _exact_unique(texts: list[str]) -> list[int]:
