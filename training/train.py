@@ -444,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         (out / "run.json").write_text(json.dumps({"mlflow_run_id": run_id, "steps": step,
                                                   "data_version": tr.data_version}) + "\n")
     torch.distributed.barrier()
+    # Left to interpreter shutdown, gloo's worker threads can outlive the interpreter and abort
+    # the process (SIGABRT, "terminate called without an active exception": pytorch/pytorch
+    # #190489) after a run that finished. Only on success: a rank that failed must not block in a
+    # teardown its peers never reach (torchtitan #1342).
+    torch.distributed.destroy_process_group()
     return 0
 
 
