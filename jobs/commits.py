@@ -7,8 +7,9 @@
    lockfile/vendored/generated-only, whitespace- or formatting-only, huge). Author and committer
    names and e-mails are replaced wherever they appear; messages and code are redacted.
 3. A commit reached from two clones (or two sources) counts once: the copy of the first
-   repository by name is decided, the others are ``duplicate_commit``; the same change under the
-   same message with another id (a cherry-pick, a rebased copy) is ``duplicate_change``.
+   repository by name that can be read is decided, the others are ``duplicate_commit``; the
+   same change under the same message with another id (a cherry-pick, a rebased copy) is
+   ``duplicate_change``.
 
 A repository that cannot be opened or walked is one quarantine row naming its path; a commit that
 cannot be read, one naming ``<path>@<commit id>``. Repositories must sit on storage every executor
@@ -124,13 +125,16 @@ def _decide(params, schema: pa.Schema):
 
 
 def _once(decided: DataFrame) -> DataFrame:
-    """A commit id decided once (the first repository's copy), a change kept once."""
+    """A commit id decided once (the first repository's copy that could be read), a change kept
+    once (its first kept copy)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     def demote(df, key, reason, among):
-        first = F.first("repo").over(Window.partitionBy(key).orderBy("repo", "source"))
-        n = F.row_number().over(Window.partitionBy(key).orderBy("repo", "source"))
+        # the rows that take part come first, so a copy that could not be read (or was dropped
+        # already) never stands in for one that was
+        order = Window.partitionBy(key).orderBy(F.when(among, 0).otherwise(1), "repo", "source")
+        first, n = F.first("repo").over(order), F.row_number().over(order)
         hit = among & F.col(key).isNotNull() & (n > 1)
         return (df.withColumn("_hit", hit).withColumn("_first", first)
                 .withColumn("_outcome", F.when(F.col("_hit"), DROPPED).otherwise(F.col("_outcome")))

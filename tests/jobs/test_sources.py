@@ -171,6 +171,40 @@ def test_commits_chats_and_build_sft(spark, lakehouse, sources):
             assert person.lower() not in blob.lower(), (name, person)
 
 
+def test_a_commit_unreadable_in_the_first_clone_is_decided_in_the_next(spark):
+    """The copy that could be read is the one decided: the first clone's read error must not make
+    the commit a duplicate of nothing."""
+    from jobs.commits import DECIDED_SCHEMA, _once
+
+    cols = spark.createDataFrame([], DECIDED_SCHEMA).columns
+
+    def row(oid, repo, outcome, reason=None, change=None):
+        r = dict.fromkeys(cols)
+        return {**r, "id": oid, "repo": repo, "source": f"/git/{repo}@{oid}", "_outcome": outcome,
+                "_reason": reason, "change_key": change, "_bytes": 0 if change is None else 10}
+
+    decided = spark.createDataFrame([tuple(r[c] for c in cols) for r in [
+        row("x", "a", "quarantined", "commit_error: KeyError: 'blob'"),
+        row("x", "b", "kept", change="k1"),
+        row("x", "c", "kept", change="k1"),
+        row("z", "a", "dropped", "merge_commit"),
+        row("z", "b", "dropped", "merge_commit"),
+        row("y", "a", "kept", change="k2"),
+        row("w", "b", "kept", change="k2"),  # the same change under another id
+    ]], DECIDED_SCHEMA)
+    out = {(r["id"], r["repo"]): (r["_outcome"], r["_reason"], r["detail"])
+           for r in _once(decided).collect()}
+    assert out == {
+        ("x", "a"): ("quarantined", "commit_error: KeyError: 'blob'", None),
+        ("x", "b"): ("kept", None, None),
+        ("x", "c"): ("dropped", "duplicate_commit", "first seen in b"),
+        ("z", "a"): ("dropped", "merge_commit", None),
+        ("z", "b"): ("dropped", "duplicate_commit", "first seen in a"),
+        ("y", "a"): ("kept", None, None),
+        ("w", "b"): ("dropped", "duplicate_change", "first seen in a"),
+    }
+
+
 def test_mixture_shares(spark, lakehouse, sources):
     repos, expected, _, chats = sources
     kept = sum(reason is None for reason in expected.values())  # 5 commits
