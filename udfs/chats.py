@@ -221,11 +221,11 @@ def problem(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str |
 
     if not any(said(m) for m in messages):
         return messages, "empty_conversation"
-    roles = {m["role"] for m in messages}
-    if "user" not in roles or "assistant" not in roles:
+    answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    # a user turn must come before the last answer: one only after it is cut with the tail
+    if not answers or not any(m["role"] == "user" for m in messages[:answers[-1]]):
         return messages, "one_sided"
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    messages = messages[:last + 1]
+    messages = messages[:answers[-1] + 1]
     if any(m["role"] == "assistant" and not said(m) for m in messages):
         return messages, "empty_answer"
     return messages, None

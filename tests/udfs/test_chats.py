@@ -93,6 +93,7 @@ def test_fixed_format_refuses_the_other_shape():
     ([("user", " "), ("assistant", "")], "empty_conversation"),
     ([("user", "Hi"), ("user", "Hello?")], "one_sided"),
     ([("system", "s"), ("assistant", "Hi")], "one_sided"),
+    ([("system", "s"), ("assistant", "Hi"), ("user", "Thanks")], "one_sided"),  # no question
     ([("user", "Hi"), ("assistant", ""), ("user", "?"), ("assistant", "Yes")], "empty_answer"),
     ([("user", "Hi"), ("assistant", "Hello"), ("user", "Still there?")], None),
 ])
