@@ -19,7 +19,8 @@ message_uninformative  says nothing about the change: "update", "fix typo", "wip
 message_version_or_hash  is a version string ("v1.2.3", "Release 2.0") or a hash
 empty_commit           changes no file
 generated_only         changes only lockfiles, vendored or generated files (``file_kind``)
-no_code_change         changes no source file of a known language (docs, binaries, config only)
+no_code_change         changes no source file of a known language (docs, binaries, config,
+                       submodule pointers or symlinks only)
 whitespace_only        changes only whitespace in its source files
 formatting_only        changes only formatting: whitespace, trailing commas before a closing
                        bracket and, in Python/JavaScript/TypeScript, quote style
@@ -272,6 +273,18 @@ def list_commits(path: str, refs: str = "head") -> list[tuple[str, int]]:
         raise GitUnreadable(f"unreadable_repository: {exc}") from None
 
 
+def _special(delta) -> str | None:
+    """``submodule`` or ``symlink`` for a change to such an entry on either side, else None."""
+    from pygit2.enums import FileMode
+
+    modes = {delta.old_file.mode, delta.new_file.mode}
+    if FileMode.COMMIT in modes:
+        return "submodule"
+    if FileMode.LINK in modes:
+        return "symlink"
+    return None
+
+
 def _text(repo, oid) -> str | None:
     """A blob's text, or None for a missing side, a binary or a non-UTF-8 blob."""
     if oid is None or oid.raw == b"\0" * len(oid.raw):
@@ -374,7 +387,9 @@ class CommitReader:
 
         wanted = []  # by path: source files that are not lockfiles, vendored or generated
         for i, path_ in enumerate(paths):
-            kind = file_kind(path_)
+            # a submodule's entry names a commit of another repository (three.js, socket.io):
+            # there is no blob to read; a symlink's blob is its target path, not code
+            kind = _special(deltas[i]) or file_kind(path_)
             if kind:
                 skip(kind)
             elif language_for_path(path_) is None:

@@ -140,3 +140,40 @@ def test_whitespace_between_words_is_not_layout():
 def test_identifiers_keep_their_case():
     assert clean_message("docs: one_task_files memory as measured")[0] == (
         "one_task_files memory as measured")
+
+
+def test_submodules_and_symlinks_are_skipped_not_read(tmp_path):
+    """A submodule named like a source file (three.js) has no blob here, and a symlink's blob is
+    its target path: the commit keeps its real code change and names neither as code."""
+    import pygit2
+    from pygit2.enums import FileMode
+
+    repo = pygit2.init_repository(str(tmp_path / "app"), initial_head="main")
+    sig = pygit2.Signature("A B", "a@b.io", 1_700_000_000, 0)
+
+    def commit(subject, entries, parents):
+        tb = repo.TreeBuilder()
+        for name, oid, mode in entries:
+            tb.insert(name, oid, mode)
+        return repo.create_commit("refs/heads/main", sig, sig, subject + "\n", tb.write(), parents)
+
+    one = repo.create_blob(b"def f():\n    return 1\n")
+    two = repo.create_blob(b"def f():\n    return 2\n")
+    # commit ids of the submodule's own repository, which is not cloned here
+    sub1, sub2 = pygit2.Oid(hex="1" * 40), pygit2.Oid(hex="2" * 40)
+    first = commit("Add the app with three.js as a submodule",
+                   [("app.py", one, FileMode.BLOB), ("three.js", sub1, FileMode.COMMIT)], [])
+    second = commit("Return two from f and link it as latest",
+                    [("app.py", two, FileMode.BLOB), ("three.js", sub1, FileMode.COMMIT),
+                     ("latest.py", repo.create_blob(b"app.py"), FileMode.LINK)], [first])
+    bump = commit("Bump the three.js submodule to its next release",
+                  [("app.py", two, FileMode.BLOB), ("three.js", sub2, FileMode.COMMIT),
+                   ("latest.py", repo.create_blob(b"app.py"), FileMode.LINK)], [second])
+    reader = CommitReader(CommitParams())
+    path = str(tmp_path / "app")
+    out = reader.read(path, str(first))
+    assert out["reason"] is None and [f["path"] for f in out["files"]] == ["app.py"]
+    out = reader.read(path, str(second))
+    assert out["reason"] is None and [f["path"] for f in out["files"]] == ["app.py"]
+    assert (out["lines_added"], out["lines_removed"]) == (1, 1)
+    assert reader.read(path, str(bump)) == {"reason": "no_code_change", "detail": "submodule: 1"}
