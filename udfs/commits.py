@@ -11,6 +11,8 @@ turns each commit into its example or a named skip.
 =====================  ==========================================================================
 reason                 the commit …
 =====================  ==========================================================================
+shallow_boundary       is the oldest commit of a shallow clone (``git clone --depth``): its
+                       parents are not in the clone, so its change cannot be known
 merge_commit           has two or more parents
 merge_message          says "Merge branch/pull request/remote-tracking branch …" (squashed merges)
 message_too_short      has a cleaned subject of fewer than ``min_subject_words`` words
@@ -50,6 +52,7 @@ import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from udfs.filters import AUTOGEN_MARKERS
@@ -334,6 +337,17 @@ class CommitReader:
     def __init__(self, params: CommitParams):
         self.params = params
         self._repos: dict[str, Any] = {}
+        self._shallow: dict[str, frozenset[str]] = {}
+
+    def boundary(self, path: str) -> frozenset[str]:
+        """Commits of a shallow clone whose parents were cut off: libgit2 walks them as roots,
+        and a diff against the empty tree would make their whole tree look added."""
+        if path not in self._shallow:
+            repo = self.repository(path)
+            marks = Path(repo.path) / "shallow"
+            self._shallow[path] = frozenset(
+                marks.read_text().split() if repo.is_shallow and marks.exists() else ())
+        return self._shallow[path]
 
     def repository(self, path: str):
         if path not in self._repos:
@@ -357,6 +371,8 @@ class CommitReader:
         p = self.params
         repo = self.repository(path)
         commit = repo[oid]
+        if str(commit.id) in self.boundary(path):
+            return {"reason": "shallow_boundary", "detail": "its parents are not in this clone"}
         if len(commit.parent_ids) > 1:
             return {"reason": "merge_commit", "detail": f"{len(commit.parent_ids)} parents"}
         scrub = Scrubber([(commit.author.name, commit.author.email),

@@ -177,3 +177,24 @@ def test_submodules_and_symlinks_are_skipped_not_read(tmp_path):
     assert out["reason"] is None and [f["path"] for f in out["files"]] == ["app.py"]
     assert (out["lines_added"], out["lines_removed"]) == (1, 1)
     assert reader.read(path, str(bump)) == {"reason": "no_code_change", "detail": "submodule: 1"}
+
+
+def test_the_oldest_commit_of_a_shallow_clone_is_not_read_as_a_root(tmp_path):
+    """``git clone --depth 2`` keeps two commits; libgit2 walks the older one as a root, and read
+    as one its whole tree looks added (inventory.py and prices.py, +620 lines: huge_commit)."""
+    import subprocess
+
+    path, expected, ids = build(tmp_path)
+    clone = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "2", f"file://{path}", str(clone)],
+                   check=True)
+    newest = ids["Count items with a helper in the inventory"]
+    boundary = ids["Describe the shop in the readme"]
+    assert list_commits(str(clone)) == [(newest, 1), (boundary, 0)]
+    reader = CommitReader(CommitParams())
+    assert reader.read(str(clone), boundary) == {
+        "reason": "shallow_boundary", "detail": "its parents are not in this clone"}
+    kept = reader.read(str(clone), newest)
+    assert kept["reason"] is None and kept == reader.read(str(path), newest)
+    # in the full history the same commit is decided on its own change
+    assert reader.read(str(path), boundary)["reason"] == expected[boundary] == "no_code_change"
