@@ -129,15 +129,17 @@ class CommitSettings(_Strict):
     """Commit examples from git sources (``jobs.commits``; rules and bounds in
     ``udfs.commits``). min_subject_words: shorter cleaned subjects are ``message_too_short``;
     max_files / max_lines: more changed source files or lines is a ``huge_commit``, as is an
-    example over max_example_bytes; context_lines: the diff's context; region_lines: the context
-    around each changed region shown before and after; redact: secrets and personal data in
-    messages and code replaced (``udfs.redaction``; author and committer names and e-mails are
-    always replaced)."""
+    example over max_example_bytes; max_file_bytes: a changed file this large on either side is
+    skipped unread (``too_large``, as the filter's max_bytes); context_lines: the diff's
+    context; region_lines: the context around each changed region shown before and after;
+    redact: secrets and personal data in messages and code replaced (``udfs.redaction``; author
+    and committer names and e-mails are always replaced)."""
 
     min_subject_words: int = Field(3, ge=1, le=20)
     max_files: int = Field(8, ge=1)
     max_lines: int = Field(400, ge=1)
     max_example_bytes: int = Field(32768, ge=256)
+    max_file_bytes: int = Field(512_000, ge=1024)
     context_lines: int = Field(3, ge=0, le=50)
     region_lines: int = Field(10, ge=0, le=200)
     redact: bool = True

@@ -22,7 +22,8 @@ message_version_or_hash  is a version string ("v1.2.3", "Release 2.0") or a hash
 empty_commit           changes no file
 generated_only         changes only lockfiles, vendored or generated files (``file_kind``)
 no_code_change         changes no source file of a known language (docs, binaries, config,
-                       submodule pointers or symlinks only)
+                       submodule pointers or symlinks only), or only ones of ``max_file_bytes``
+                       or more (``too_large``, never read)
 whitespace_only        changes only whitespace in its source files
 formatting_only        changes only formatting: whitespace, trailing commas before a closing
                        bracket and, in Python/JavaScript/TypeScript, quote style
@@ -70,6 +71,7 @@ class CommitParams:
     max_files: int = 8
     max_lines: int = 400
     max_example_bytes: int = 32768
+    max_file_bytes: int = 512_000
     context_lines: int = 3
     region_lines: int = 10
     redact: bool = True
@@ -339,6 +341,13 @@ class CommitReader:
         self._repos: dict[str, Any] = {}
         self._shallow: dict[str, frozenset[str]] = {}
 
+    @staticmethod
+    def _largest(repo, delta) -> int:
+        """The larger side of a change in bytes, from the objects' headers."""
+        sizes = [repo.odb.read_header(f.id)[1] for f in (delta.old_file, delta.new_file)
+                 if f.id.raw != b"\0" * len(f.id.raw)]
+        return max(sizes, default=0)
+
     def boundary(self, path: str) -> frozenset[str]:
         """Commits of a shallow clone whose parents were cut off: libgit2 walks them as roots,
         and a diff against the empty tree would make their whole tree look added."""
@@ -416,6 +425,11 @@ class CommitReader:
             return {"reason": "huge_commit", "detail": f"{len(wanted)} source files"}
         code = []
         for i in wanted:
+            # sized from the object header before any patch loads the blob: one generated
+            # megabyte-scale table must not take an executor's memory
+            if self._largest(repo, deltas[i]) >= p.max_file_bytes:
+                skip("too_large")
+                continue
             pt = diff[i]
             delta, path_ = pt.delta, paths[i]
             new_path = delta.new_file.path if delta.status_char() != "D" else None
@@ -453,8 +467,13 @@ class CommitReader:
         if len(code) > p.max_files or added + removed > p.max_lines:
             return {"reason": "huge_commit",
                     "detail": f"{len(code)} source files, +{added} -{removed} lines"}
-        wide = {(pt.delta.new_file.path or pt.delta.old_file.path): pt
-                for pt in self._diff(repo, commit, p.region_lines)}
+        wide_diff = self._diff(repo, commit, p.region_lines)
+        wanted_paths = {f["path"] for f in code}
+        wide = {}
+        for j, d in enumerate(wide_diff.deltas):  # patches of the kept files only
+            key = d.new_file.path if d.status_char() != "D" else d.old_file.path
+            if key in wanted_paths:
+                wide[key] = wide_diff[j]
         files = []
         for f in sorted(code, key=lambda f: f["path"]):
             regions = _regions(wide[f["path"]]) if f["path"] in wide else []

@@ -198,3 +198,37 @@ def test_the_oldest_commit_of_a_shallow_clone_is_not_read_as_a_root(tmp_path):
     assert kept["reason"] is None and kept == reader.read(str(path), newest)
     # in the full history the same commit is decided on its own change
     assert reader.read(str(path), boundary)["reason"] == expected[boundary] == "no_code_change"
+
+
+def test_a_file_over_max_file_bytes_is_skipped_unread(tmp_path):
+    """Sized from the object header: a generated table beside a real change leaves the change."""
+    import pygit2
+    from pygit2.enums import FileMode
+
+    repo = pygit2.init_repository(str(tmp_path / "app"), initial_head="main")
+    sig = pygit2.Signature("A B", "a@b.io", 1_700_000_000, 0)
+    one = repo.create_blob(b"def f():\n    return 1\n")
+    two = repo.create_blob(b"def f():\n    return 2\n")
+    table = repo.create_blob(b"".join(b"X_%d = %d\n" % (i, i) for i in range(200)))  # 2,180 B
+    trees = []
+    for entries in ([("app.py", one)], [("app.py", two), ("table.py", table)],
+                    [("app.py", two), ("table.py", repo.create_blob(b"X = 0\n"))]):
+        tb = repo.TreeBuilder()
+        for name, oid in entries:
+            tb.insert(name, oid, FileMode.BLOB)
+        trees.append(tb.write())
+    first = repo.create_commit("refs/heads/main", sig, sig, "Add the app module\n", trees[0], [])
+    both = repo.create_commit("refs/heads/main", sig, sig, "Return two and add the table\n",
+                              trees[1], [first])
+    shrink = repo.create_commit("refs/heads/main", sig, sig, "Cut the table down to one row\n",
+                                trees[2], [both])
+    path = str(tmp_path / "app")
+    reader = CommitReader(CommitParams(max_file_bytes=2048))
+    out = reader.read(path, str(both))
+    assert [f["path"] for f in out["files"]] == ["app.py"]
+    assert (out["lines_added"], out["lines_removed"]) == (1, 1)
+    # the old side counts too: 2,180 bytes before, 6 after
+    assert reader.read(path, str(shrink)) == {"reason": "no_code_change",
+                                              "detail": "too_large: 1"}
+    wide = CommitReader(CommitParams(max_file_bytes=4096)).read(path, str(both))
+    assert [f["path"] for f in wide["files"]] == ["app.py", "table.py"]
