@@ -1,9 +1,12 @@
 """Stage ``chats``: chat sources (``ingest.sources: [{kind: chat, path: FILE_OR_DIR}]``) →
 silver.chats.
 
-Each file is read whole on an executor (Spark's ``binaryFile``; a file must fit a task's memory,
-and Spark reads at most 2 GiB per file), split into records (JSONL lines, or the items of one JSON
-array), and each record normalized to ChatML messages, checked and redacted (``udfs.chats``).
+A file of up to ``chats.whole_file_bytes`` is read whole on an executor (Spark's ``binaryFile``)
+and split into records: JSONL lines, the items of one JSON array, or one JSON document. A larger
+file is never held whole: a JSON array (its first character is ``[``) is read item by item in one
+task (ijson over the file's stream, so executors must reach the path, as for tree and git
+sources), and anything else as JSONL, line by line across tasks (Spark's text source). Each
+record is normalized to ChatML messages, checked and redacted (``udfs.chats``).
 A record that is not a conversation is quarantined with ``<file>:<line>`` or ``<file>#item=<n>``;
 empty, one-sided and empty-answer conversations are dropped by name, and a conversation whose
 normalized messages were seen before (in any file, by ``chat_id``) is ``duplicate_conversation``.
@@ -28,39 +31,116 @@ if TYPE_CHECKING:
 DECIDED_SCHEMA = (
     f"id string, path string, format string, messages {MESSAGES}, turns long, "
     "language string, redactions map<string,int>, detail string, source_kind string, "
-    "source string, payload string, _file string, _pos long, _outcome string, _reason string, "
-    "_bytes long"
+    "source string, payload string, _file string, _pos long, _block long, _mid long, "
+    "_outcome string, _reason string, _bytes long"
 )
 CHAT_FILES = "*.{jsonl,json,ndjson,JSONL,JSON,NDJSON}"
+BLANK = "_blank"  # a streamed file's empty line: numbered with the others, then left out
 
 
-def _files(spark: SparkSession, src: ChatSource) -> DataFrame:
+def _listing(spark: SparkSession, src: ChatSource) -> list[tuple[str, int]]:
+    """(path, bytes) of the source's chat files; no content is read."""
     from pathlib import Path
-
-    from pyspark.sql import functions as F
 
     reader = spark.read.format("binaryFile")
     local = "://" not in src.path and not src.path.startswith(("dbfs:", "file:"))
     if not (local and Path(src.path).is_file()):
         reader = reader.option("recursiveFileLookup", "true").option("pathGlobFilter", CHAT_FILES)
-    return reader.load(src.path).select("path", "content", F.lit(src.format).alias("format"))
+    return [(r.path, r.length) for r in reader.load(src.path).select("path", "length").collect()]
+
+
+def open_stream(uri: str):
+    """A binary stream of a file named as Spark names it: ``file:`` and ``dbfs:`` paths through
+    the local (or /dbfs fuse) file system, other schemes through pyarrow's file systems."""
+    if uri.startswith("file:"):
+        return open("/" + uri.removeprefix("file:").lstrip("/"), "rb")
+    if uri.startswith("dbfs:"):
+        return open("/dbfs/" + uri.removeprefix("dbfs:").lstrip("/"), "rb")
+    if "://" not in uri:
+        return open(uri, "rb")
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
+    return filesystem.open_input_stream(path)
+
+
+def is_json_array(uri: str) -> bool:
+    """Whether the file's first character (after a BOM and blanks) is ``[``; a file that cannot
+    be opened here is left to Spark's reader (JSONL), which reports it."""
+    try:
+        with open_stream(uri) as f:
+            head = f.read(65536)
+    except OSError:
+        return False
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"["
+
+
+def _whole(spark: SparkSession, paths: list[str], fmt: str) -> DataFrame:
+    """Files read whole, one row each: a JSON array or document, or JSONL."""
+    from pyspark.sql import functions as F
+
+    return (spark.read.format("binaryFile").load(paths)
+            .select("path", "content", F.lit(fmt).alias("format")))
+
+
+def _streamed(spark: SparkSession, paths: list[str], fmt: str) -> DataFrame:
+    """Files over ``chats.whole_file_bytes`` as JSONL lines, split across tasks like any text
+    file, so a file of any size is read in bounded memory. Each line keeps its split's start and
+    its position in the scan, from which ``_number_lines`` gives its line number."""
+    from pyspark.sql import functions as F
+
+    return spark.read.text(paths).select(
+        F.col("value").cast("binary").alias("line"), F.col("_metadata.file_path").alias("path"),
+        F.col("_metadata.file_block_start").alias("_block"),
+        F.monotonically_increasing_id().alias("_mid"), F.lit(fmt).alias("format"))
+
+
+def _decider(redact: bool, payload_chars: int):
+    """``decide(buf, base, text, fmt)``: one record's row (kept, dropped or quarantined)."""
+    from udfs.chats import (
+        ChatError,
+        chat_id,
+        chat_language,
+        normalize,
+        problem,
+        redact_messages,
+    )
+    from udfs.records import preview
+
+    def decide(buf: RowBuffer, base: dict, text: str, fmt: str) -> None:
+        try:
+            messages, shape = normalize(text, fmt)
+            counts = {}
+            if redact:
+                messages, counts = redact_messages(messages)
+            messages, reason = problem(messages)
+            cid = chat_id(messages)
+        except ChatError as exc:
+            buf.emit(**base, _outcome=QUARANTINED, _reason=str(exc)[:500],
+                     payload=preview(text, payload_chars))
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop it
+            buf.emit(**base, _outcome=QUARANTINED,
+                     _reason=f"chat_error: {type(exc).__name__}: {exc}"[:500],
+                     payload=preview(text, payload_chars))
+            return
+        if reason:
+            buf.emit(**base, id=cid, format=shape, _outcome=DROPPED, _reason=reason,
+                     turns=len(messages))
+            return
+        buf.emit(**base, id=cid, format=shape, messages=messages, turns=len(messages),
+                 language=chat_language(messages), redactions=counts, _outcome=KEPT)
+
+    return decide
 
 
 def _decide(redact: bool, payload_chars: int, schema: pa.Schema):
-    """mapInArrow function: chat files → one decided row per record."""
+    """mapInArrow function: whole chat files → one decided row per record."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from udfs.chats import (
-            ChatError,
-            chat_id,
-            chat_language,
-            normalize,
-            problem,
-            records_of,
-            redact_messages,
-        )
-        from udfs.records import preview
+        from udfs.chats import records_of
 
+        decide = _decider(redact, payload_chars)
         for batch in batches:
             buf = RowBuffer(schema)
             for f in batch.to_pylist():
@@ -72,32 +152,101 @@ def _decide(redact: bool, payload_chars: int, schema: pa.Schema):
                     if error:  # a line that is not UTF-8: its locator says where it is
                         buf.emit(**base, _outcome=QUARANTINED, _reason=error)
                         continue
-                    try:
-                        messages, shape = normalize(text, f["format"])
-                        counts = {}
-                        if redact:
-                            messages, counts = redact_messages(messages)
-                        messages, reason = problem(messages)
-                        cid = chat_id(messages)
-                    except ChatError as exc:
-                        buf.emit(**base, _outcome=QUARANTINED, _reason=str(exc)[:500],
-                                 payload=preview(text, payload_chars))
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - one bad record must not stop it
-                        buf.emit(**base, _outcome=QUARANTINED,
-                                 _reason=f"chat_error: {type(exc).__name__}: {exc}"[:500],
-                                 payload=preview(text, payload_chars))
-                        continue
-                    if reason:
-                        buf.emit(**base, id=cid, format=shape, _outcome=DROPPED, _reason=reason,
-                                 turns=len(messages))
-                        continue
-                    buf.emit(**base, id=cid, format=shape, messages=messages,
-                             turns=len(messages), language=chat_language(messages),
-                             redactions=counts, _outcome=KEPT)
+                    decide(buf, base, text, f["format"])
             yield buf.batch()
 
     return run
+
+
+def _decide_items(redact: bool, payload_chars: int, schema: pa.Schema):
+    """mapInArrow function: large JSON-array files (one per task) → one decided row per item,
+    read as a stream (``ijson``); a file that breaks off or turns invalid midway keeps the items
+    before and quarantines the rest as one row at the item where it broke."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import json
+
+        import ijson
+
+        decide = _decider(redact, payload_chars)
+        for batch in batches:
+            for f in batch.to_pylist():
+                path = f["path"].removeprefix("file:")
+                buf, done = RowBuffer(schema), 0
+                try:
+                    with open_stream(f["path"]) as stream:
+                        for item in ijson.items(stream, "item", use_float=True):
+                            text = json.dumps(item, ensure_ascii=False)
+                            where = f"{path}#item={done}"
+                            decide(buf, {"source_kind": "chat", "source": where, "path": where,
+                                         "_file": path, "_pos": done,
+                                         "_bytes": len(text.encode())}, text, f["format"])
+                            done += 1
+                            if len(buf) >= 1024:  # bounded batches, whatever the file's size
+                                yield buf.batch()
+                                buf = RowBuffer(schema)
+                except Exception as exc:  # noqa: BLE001 - a broken file must not stop the run
+                    where = f"{path}#item={done}"
+                    buf.emit(source_kind="chat", source=where, path=where, _file=path,
+                             _pos=done, _bytes=0, _outcome=QUARANTINED,
+                             _reason=f"invalid_json: {type(exc).__name__}: {exc}"[:500])
+                yield buf.batch()
+
+    return run
+
+
+def _decide_lines(redact: bool, payload_chars: int, schema: pa.Schema):
+    """mapInArrow function: streamed lines → one decided row per line (blank lines too, so the
+    line numbers count them; ``BLANK`` rows are left out once numbered)."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from urllib.parse import unquote
+
+        decide = _decider(redact, payload_chars)
+        for batch in batches:
+            buf = RowBuffer(schema)
+            for r in batch.to_pylist():
+                # _metadata.file_path is URL-encoded (SPARK-43284); binaryFile's path is not
+                path = unquote(r["path"]).removeprefix("file:")
+                raw = r["line"].removeprefix(b"\xef\xbb\xbf")  # a BOM opens the first line
+                base = {"source_kind": "chat", "source": path, "path": path, "_file": path,
+                        "_block": r["_block"], "_mid": r["_mid"], "_bytes": len(raw)}
+                if not raw.strip():
+                    buf.emit(**base, _outcome=BLANK)
+                    continue
+                try:
+                    text = raw.decode("utf-8").rstrip("\r")
+                except UnicodeDecodeError as exc:
+                    buf.emit(**base, _outcome=QUARANTINED,
+                             _reason=f"invalid_utf8: {exc.reason} at byte {exc.start}")
+                    continue
+                decide(buf, base, text, r["format"])
+            yield buf.batch()
+
+    return run
+
+
+def _number_lines(decided: DataFrame) -> DataFrame:
+    """Streamed rows located as ``<file>:<line>`` (``_pos`` = the line), blank lines left out.
+    A split's lines are consecutive in its scan task, so a line's number is the lines of the
+    file's earlier splits plus its position after its split's first line (as ``jobs.ingest``
+    numbers JSONL lines)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    streamed = decided.where(F.col("_block").isNotNull())
+    splits = (streamed.groupBy("_file", "_block")
+              .agg(F.min("_mid").alias("_first"), F.count(F.lit(1)).alias("_lines")))
+    earlier = Window.partitionBy("_file").orderBy("_block").rowsBetween(
+        Window.unboundedPreceding, -1)
+    splits = splits.withColumn("_before", F.coalesce(F.sum("_lines").over(earlier), F.lit(0)))
+    line = F.col("_before") + F.col("_mid") - F.col("_first") + 1
+    where = F.concat_ws(":", "_file", line.cast("string"))
+    numbered = (streamed.join(F.broadcast(splits), ["_file", "_block"])
+                .withColumn("source", where).withColumn("path", where)
+                .withColumn("_pos", line).select(*decided.columns))
+    whole = decided.where(F.col("_block").isNull())
+    return whole.unionByName(numbered.where(F.col("_outcome") != BLANK))
 
 
 def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]) -> StageResult:
@@ -105,17 +254,31 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    parts = [_files(spark, src) for src in cfg.ingest.of(ChatSource)]
     schema = arrow_schema(DECIDED_SCHEMA)
-    if parts:
-        files = parts[0]
-        for p in parts[1:]:
-            files = files.unionByName(p)
-        decided = map_in_arrow(files, _decide(cfg.chats.redact,
-                                              cfg.ingest.quarantine_payload_chars, schema),
-                               DECIDED_SCHEMA)
-    else:
-        decided = local_frame(spark, [], DECIDED_SCHEMA)
+    limit, chars = cfg.chats.whole_file_bytes, cfg.ingest.quarantine_payload_chars
+    parts = []
+    for src in cfg.ingest.of(ChatSource):
+        files = _listing(spark, src)
+        whole = [p for p, size in files if size <= limit]
+        arrays = [p for p, size in files if size > limit and is_json_array(p)]
+        big = [p for p, size in files if size > limit and p not in arrays]
+        if whole:
+            parts.append(map_in_arrow(_whole(spark, whole, src.format),
+                                      _decide(cfg.chats.redact, chars, schema), DECIDED_SCHEMA))
+        if arrays:
+            listed = local_frame(spark, [{"path": p, "format": src.format} for p in arrays],
+                                 "path string, format string").repartition(len(arrays))
+            parts.append(map_in_arrow(listed, _decide_items(cfg.chats.redact, chars, schema),
+                                      DECIDED_SCHEMA))
+        if big:
+            parts.append(map_in_arrow(_streamed(spark, big, src.format),
+                                      _decide_lines(cfg.chats.redact, chars, schema),
+                                      DECIDED_SCHEMA))
+    decided = local_frame(spark, [], DECIDED_SCHEMA)
+    for p in parts:
+        decided = decided.unionByName(p)
+    raw = decided.persist(StorageLevel.MEMORY_AND_DISK)
+    decided = _number_lines(raw)
     kept = F.col("_outcome") == KEPT
     order = Window.partitionBy("id").orderBy("_file", "_pos")
     first = F.first("source").over(order)
@@ -127,13 +290,13 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
                            .otherwise(F.col("_reason")))
                .withColumn("detail", F.when(F.col("_repeat"), F.concat(
                    F.lit("first seen at "), F.col("_first"))))
-               .drop("_repeat", "_first")
+               .drop("_repeat", "_first", "_block", "_mid")
                .persist(StorageLevel.MEMORY_AND_DISK))
     output = decided.where(kept).select(
         F.col("id").alias("chat_id"), "source", "format", F.col("messages").cast(MESSAGES),
         "turns", "language", "redactions")
     return StageResult(input_rows=decided.select("_bytes"), decided=decided, kept_columns=(),
-                       output=output, persisted=[decided])
+                       output=output, persisted=[raw, decided])
 
 
 STAGE = Stage(

@@ -152,9 +152,12 @@ class CommitSettings(_Strict):
 
 class ChatSettings(_Strict):
     """Conversations from chat sources (``jobs.chats``; shapes and reasons in ``udfs.chats``).
-    redact: secrets and personal data in every turn replaced (``udfs.redaction``)."""
+    redact: secrets and personal data in every turn replaced (``udfs.redaction``);
+    whole_file_bytes: a file up to this size is read whole (JSONL, a JSON array or one document),
+    a larger one as JSONL, line by line across tasks (bounded memory, any size)."""
 
     redact: bool = True
+    whole_file_bytes: int = Field(64 * 2**20, ge=1)
 
 
 class FilterSettings(_Strict):

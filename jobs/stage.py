@@ -74,6 +74,9 @@ class RowBuffer:
         for name, column in self.columns.items():
             column.append(row.get(name))
 
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()), ()))
+
     def batch(self):
         import pyarrow as pa
 

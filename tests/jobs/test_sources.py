@@ -228,3 +228,56 @@ def test_mixture_shares(spark, lakehouse, sources):
     cut = report.source_rows_in["code"] - 7 + kept - 4
     assert report.dropped == {"mixture": cut}
     assert report.rows_out == 14
+
+
+def chat_outcomes(lakehouse: str) -> dict[str, tuple[str, str | None]]:
+    """source → (outcome, reason or error) of every record the chats stage decided."""
+    out = {r["source"]: ("kept", None) for r in table(lakehouse, "silver.chats")}
+    out.update({r["source"]: ("quarantined", r["error"]) for r in table(lakehouse, "ops.quarantine")
+                if r["stage"] == "chats"})
+    out.update({r["path"]: ("dropped", r["reason"]) for r in table(lakehouse, "silver.rejects")
+                if r["stage"] == "chats"})
+    return out
+
+
+def test_large_chat_files_are_streamed_with_the_outcomes_of_whole_ones(spark, tmp_path):
+    """Over chats.whole_file_bytes, JSONL is read line by line across tasks and a JSON array item
+    by item: every record gets the outcome and the locator it gets when its file is read whole."""
+    chats = chat_files(tmp_path)
+    a, b, c, d = (chats / n for n in ("a.jsonl", "b.json", "c 100%.jsonl", "d.json"))
+
+    def conv(ask: str) -> dict:
+        return {"messages": [{"role": "user", "content": ask},
+                             {"role": "assistant", "content": f"Answer to {ask}"}]}
+
+    # a BOM, CRLF ends, a blank line and a line that is not UTF-8
+    c.write_bytes(b"\xef\xbb\xbf" + json.dumps(conv("Why CRLF?")).encode() + b"\r\n\r\n"
+                  + b'{"messages": "caf\xe9"}\r\n' + json.dumps(conv("And BOMs?")).encode())
+    # an array that breaks off in its third item
+    d.write_text("[" + json.dumps(conv("First?")) + ",\n " + json.dumps(conv("Second?"))
+                 + ',\n {"messages": [{"role": "user", "cont')
+    outcomes = {}
+    for limit in (2**26, 1):  # every file whole; every file streamed
+        lake = str(tmp_path / f"lake-{limit}")
+        cfg = make_config(lake, f"ingest.sources=[{{kind: chat, path: '{chats}'}}]",
+                          f"chats.whole_file_bytes={limit}")
+        [report] = run_pipeline(cfg, ["chats"], spark=spark).reports
+        outcomes[limit] = (report, chat_outcomes(lake))
+    (whole, by_whole), (streamed, by_line) = outcomes[2**26], outcomes[1]
+    assert by_line[f"{d}#item=0"] == by_line[f"{d}#item=1"] == ("kept", None)
+    assert by_line[f"{d}#item=2"][0] == "quarantined"
+    assert by_line[f"{d}#item=2"][1].startswith("invalid_json: ")
+    assert sum(str(k).startswith(str(d)) for k in by_line) == 3
+    assert {k: v for k, v in by_line.items() if not k.startswith(str(d))} == {
+        k: v for k, v in by_whole.items() if not k.startswith(str(d))}
+    assert by_line[f"{c}:1"] == by_line[f"{c}:4"] == ("kept", None)
+    # {"messages": "caf is bytes 0-16; é's lone lead byte is byte 17
+    assert by_line[f"{c}:3"] == ("quarantined", "invalid_utf8: invalid continuation byte at "
+                                                "byte 17")
+    assert by_line[f"{a}:4"] == ("dropped", "duplicate_conversation")
+    assert by_line[f"{b}#item=0"] == ("dropped", "duplicate_conversation")
+    # records: a.jsonl 7 (its blank line is none), b.json 3, c.jsonl 3, d.json 2 items and its
+    # break; kept a:1, a:2, b#1, c:1, c:4 and d's two; quarantined a:3, a:8, b#2, c:3, d#2
+    assert (streamed.rows_in, streamed.rows_out, streamed.rows_quarantined) == (16, 7, 5)
+    # read whole, d.json is no JSON document: its 3 lines are read as JSONL, none a record
+    assert (whole.rows_in, whole.rows_out, whole.rows_quarantined) == (16, 5, 7)
