@@ -116,10 +116,13 @@ FILE_SOURCES = (JsonlSource, ParquetSource, TreeSource)
 
 class IngestSettings(_Strict):
     """Every source of the run. File sources (jsonl, parquet, tree) are read by ``ingest``, git
-    sources by ``commits``, chat sources by ``chats``."""
+    sources by ``commits``, chat sources by ``chats``. max_file_bytes: a tree source's file this
+    large is dropped unread (``file_too_large``): read whole it would take an executor's memory,
+    and past 2 GiB no Arrow batch can hold it."""
 
     sources: tuple[Source, ...] = (TreeSource(kind="tree", path="data/corpus"),)
     quarantine_payload_chars: int = Field(4096, ge=64)
+    max_file_bytes: int = Field(64 * 2**20, ge=1024, lt=2**31)
 
     def of(self, *kinds: type) -> list:
         return [s for s in self.sources if isinstance(s, kinds)]

@@ -100,7 +100,7 @@ def _decide_records(kind: str, payload_chars: int, schema: pa.Schema):
     return run
 
 
-def _decide_tree_files(payload_chars: int, schema: pa.Schema):
+def _decide_tree_files(payload_chars: int, max_bytes: int, schema: pa.Schema):
     """mapInArrow function: listed files → read, decode and identify them on the executor."""
     import pyarrow as pa
 
@@ -116,6 +116,9 @@ def _decide_tree_files(payload_chars: int, schema: pa.Schema):
                     continue
                 if f["skip"]:
                     rows.append(_row(**base, _outcome=DROPPED, _reason=f["skip"]))
+                    continue
+                if f["size"] >= max_bytes:
+                    rows.append(_row(**base, _outcome=DROPPED, _reason="file_too_large"))
                     continue
                 try:
                     content = Path(f["abspath"]).read_bytes()
@@ -257,8 +260,8 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
         if isinstance(src, TreeSource):
             listing = _tree_listing(spark, src)
             read_parts.append(listing.select(F.col("size").alias("_bytes")))
-            decided_parts.append(map_in_arrow(listing, _decide_tree_files(chars, schema),
-                                              DECIDED_SCHEMA))
+            decide = _decide_tree_files(chars, cfg.ingest.max_file_bytes, schema)
+            decided_parts.append(map_in_arrow(listing, decide, DECIDED_SCHEMA))
         else:
             lines = _jsonl(spark, src) if isinstance(src, JsonlSource) else _parquet(spark, src)
             read_parts.append(lines.select(

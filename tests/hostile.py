@@ -89,6 +89,12 @@ def _tree(root: Path) -> list[Case]:
     # 50 MB: a line count far past max_lines decides first
     put("huge.py", b"value_7 = compute(7)\n" * 2_400_000, "filter", "dropped",
         "too_many_lines", "50 MB file")
+    # 3 GiB, sparse (no disk): past ingest.max_file_bytes it is never read; read whole it would
+    # exceed what one Arrow batch holds (2 GiB) and fail the run
+    with open(repo / "giant.py", "wb") as f:
+        f.truncate(3 * 2**30)
+    cases.append(Case("a 3 GiB file", "giant.py", TREE_REPO, "ingest", "dropped",
+                      "file_too_large"))
     put("one_line.js", "var a = [" + "1," * 1_000_000 + "];", "filter", "dropped",
         "too_few_lines", "a single 2 MB line")
     for lang, ext in (("python", "py"), ("javascript", "js"), ("c", "c"), ("java", "java")):
