@@ -4,9 +4,9 @@ silver.chats.
 A file of up to ``chats.whole_file_bytes`` is read whole on an executor (Spark's ``binaryFile``)
 and split into records: JSONL lines, the items of one JSON array, or one JSON document. A larger
 file is never held whole: a JSON array (its first character is ``[``) is read item by item in one
-task (ijson over the file's stream, so executors must reach the path, as for tree and git
-sources), and anything else as JSONL, line by line across tasks (Spark's text source). Each
-record is normalized to ChatML messages, checked and redacted (``udfs.chats``).
+task (``udfs.chats.array_items`` over the file's stream, so executors must reach the path, as
+for tree and git sources), and anything else as JSONL, line by line across tasks (Spark's text
+source). Each record is normalized to ChatML messages, checked and redacted (``udfs.chats``).
 A record that is not a conversation is quarantined with ``<file>:<line>`` or ``<file>#item=<n>``;
 empty, one-sided and empty-answer conversations are dropped by name, and a conversation whose
 normalized messages were seen before (in any file, by ``chat_id``) is ``duplicate_conversation``.
@@ -160,13 +160,13 @@ def _decide(redact: bool, payload_chars: int, schema: pa.Schema):
 
 def _decide_items(redact: bool, payload_chars: int, schema: pa.Schema):
     """mapInArrow function: large JSON-array files (one per task) → one decided row per item,
-    read as a stream (``ijson``); a file that breaks off or turns invalid midway keeps the items
-    before and quarantines the rest as one row at the item where it broke."""
+    read as a stream (``udfs.chats.array_items``); a file that breaks off or turns invalid
+    midway keeps the items before and quarantines the break as one row at its item."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import json
 
-        import ijson
+        from udfs.chats import array_items, record_text
 
         decide = _decider(redact, payload_chars)
         for batch in batches:
@@ -175,8 +175,8 @@ def _decide_items(redact: bool, payload_chars: int, schema: pa.Schema):
                 buf, done = RowBuffer(schema), 0
                 try:
                     with open_stream(f["path"]) as stream:
-                        for item in ijson.items(stream, "item", use_float=True):
-                            text = json.dumps(item, ensure_ascii=False)
+                        for item in array_items(stream):
+                            text = record_text(item)
                             where = f"{path}#item={done}"
                             decide(buf, {"source_kind": "chat", "source": where, "path": where,
                                          "_file": path, "_pos": done,
@@ -186,10 +186,12 @@ def _decide_items(redact: bool, payload_chars: int, schema: pa.Schema):
                                 yield buf.batch()
                                 buf = RowBuffer(schema)
                 except Exception as exc:  # noqa: BLE001 - a broken file must not stop the run
+                    # a decode error's position is in the reader's buffer, not the file
+                    why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                     where = f"{path}#item={done}"
                     buf.emit(source_kind="chat", source=where, path=where, _file=path,
                              _pos=done, _bytes=0, _outcome=QUARANTINED,
-                             _reason=f"invalid_json: {type(exc).__name__}: {exc}"[:500])
+                             _reason=f"invalid_json: {type(exc).__name__}: {why}"[:500])
                 yield buf.batch()
 
     return run

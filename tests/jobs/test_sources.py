@@ -253,8 +253,9 @@ def test_large_chat_files_are_streamed_with_the_outcomes_of_whole_ones(spark, tm
     # a BOM, CRLF ends, a blank line and a line that is not UTF-8
     c.write_bytes(b"\xef\xbb\xbf" + json.dumps(conv("Why CRLF?")).encode() + b"\r\n\r\n"
                   + b'{"messages": "caf\xe9"}\r\n' + json.dumps(conv("And BOMs?")).encode())
-    # an array that breaks off in its third item
+    # an array with a lone surrogate in its third item that breaks off in its fourth
     d.write_text("[" + json.dumps(conv("First?")) + ",\n " + json.dumps(conv("Second?"))
+                 + ",\n " + json.dumps(conv("Third \ud800?"))
                  + ',\n {"messages": [{"role": "user", "cont')
     outcomes = {}
     for limit in (2**26, 1):  # every file whole; every file streamed
@@ -265,9 +266,11 @@ def test_large_chat_files_are_streamed_with_the_outcomes_of_whole_ones(spark, tm
         outcomes[limit] = (report, chat_outcomes(lake))
     (whole, by_whole), (streamed, by_line) = outcomes[2**26], outcomes[1]
     assert by_line[f"{d}#item=0"] == by_line[f"{d}#item=1"] == ("kept", None)
-    assert by_line[f"{d}#item=2"][0] == "quarantined"
-    assert by_line[f"{d}#item=2"][1].startswith("invalid_json: ")
-    assert sum(str(k).startswith(str(d)) for k in by_line) == 3
+    assert by_line[f"{d}#item=2"] == ("quarantined", "invalid_text: turn 0: surrogates not "
+                                                     "allowed at 6")
+    assert by_line[f"{d}#item=3"][0] == "quarantined"
+    assert by_line[f"{d}#item=3"][1].startswith("invalid_json: ")
+    assert sum(str(k).startswith(str(d)) for k in by_line) == 4
     assert {k: v for k, v in by_line.items() if not k.startswith(str(d))} == {
         k: v for k, v in by_whole.items() if not k.startswith(str(d))}
     assert by_line[f"{c}:1"] == by_line[f"{c}:4"] == ("kept", None)
@@ -276,8 +279,8 @@ def test_large_chat_files_are_streamed_with_the_outcomes_of_whole_ones(spark, tm
                                                 "byte 17")
     assert by_line[f"{a}:4"] == ("dropped", "duplicate_conversation")
     assert by_line[f"{b}#item=0"] == ("dropped", "duplicate_conversation")
-    # records: a.jsonl 7 (its blank line is none), b.json 3, c.jsonl 3, d.json 2 items and its
-    # break; kept a:1, a:2, b#1, c:1, c:4 and d's two; quarantined a:3, a:8, b#2, c:3, d#2
-    assert (streamed.rows_in, streamed.rows_out, streamed.rows_quarantined) == (16, 7, 5)
-    # read whole, d.json is no JSON document: its 3 lines are read as JSONL, none a record
-    assert (whole.rows_in, whole.rows_out, whole.rows_quarantined) == (16, 5, 7)
+    # records: a.jsonl 7 (its blank line is none), b.json 3, c.jsonl 3, d.json 3 items and its
+    # break; kept a:1, a:2, b#1, c:1, c:4, d#0, d#1; quarantined a:3, a:8, b#2, c:3, d#2, d#3
+    assert (streamed.rows_in, streamed.rows_out, streamed.rows_quarantined) == (17, 7, 6)
+    # read whole, d.json is no JSON document: its 4 lines are read as JSONL, none a record
+    assert (whole.rows_in, whole.rows_out, whole.rows_quarantined) == (17, 5, 8)

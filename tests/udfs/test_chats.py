@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 
 from udfs.chats import (
     ChatError,
+    array_items,
     chat_id,
     chat_language,
     normalize,
@@ -120,6 +122,21 @@ def test_records_of_locates_lines_and_items():
     assert got[1][2].startswith("invalid_utf8: invalid continuation byte")
 
 
+def test_an_array_item_with_a_lone_surrogate_is_named_not_fatal():
+    """Re-encoded, "\\ud800" would be a character no UTF-8 text holds (the stage's batch could
+    not be built); it stays escaped and normalize names it. Other non-ASCII stays as it is."""
+    array = (b'[{"messages": [{"role": "user", "content": "caf\xc3\xa9 \\ud800"}, '
+             b'{"role": "assistant", "content": "ok"}]}, {"messages": []}]')
+    [(where, text, error), (_, other, _)] = records_of(array, "s.json")
+    assert (where, error, other) == ("s.json#item=0", None, '{"messages": []}')
+    assert "\\ud800" in text and "\\u00e9" in text  # the whole item escaped, as JSON allows
+    text.encode("utf-8")
+    with pytest.raises(ChatError, match="^invalid_text: turn 0: surrogates not allowed"):
+        normalize(text)
+    [(_, plain, _)] = records_of('[{"a": "café"}]'.encode(), "t.json")
+    assert plain == '{"a": "café"}'
+
+
 def test_redaction_of_contents_and_arguments():
     messages = [{"role": "user", "content": "mail carol.danvers@shield-ops.net", "tool_calls": None},
                 {"role": "assistant", "content": "", "tool_calls": [
@@ -142,3 +159,31 @@ def test_hostile_records_are_named_not_raised():
     # a whole file that is one deep array is read line by line, not raised
     [(where, text, error)] = list(records_of(("[" * 100_000).encode(), "deep.json"))
     assert where == "deep.json:1" and error is None
+
+
+def test_array_items_reads_an_array_in_small_reads_as_json_loads_does():
+    doc = [{"messages": [{"role": "user", "content": "caf\u00e9 \U0001F600 \"q\""}]}, 0.25,
+           -12e-7, 1234567, True, None, "\ud800", [1, [2, {}]], {}]
+    for indent in (None, 2):
+        data = json.dumps(doc, indent=indent).encode()
+        for chunk in (1, 2, 3, 5, 8, 13, 64):  # every cut: inside strings, numbers, escapes
+            assert list(array_items(io.BytesIO(data), chunk=chunk)) == doc, (indent, chunk)
+    assert list(array_items(io.BytesIO(b"\xef\xbb\xbf [ ] "), chunk=2)) == []
+
+    def until_error(data: bytes, **kw):
+        got = []
+        with pytest.raises(ValueError) as err:
+            for item in array_items(io.BytesIO(data), chunk=3, **kw):
+                got.append(item)
+        return got, err.value
+
+    got, err = until_error(b'[{"a": 1}, {"b": ')  # breaks off
+    assert got == [{"a": 1}] and err.msg == "Expecting value"
+    got, err = until_error(b"[1 2]")
+    assert got == [1] and err.msg == "expected ',' or ']'"
+    got, err = until_error(b'{"a": 1}')
+    assert got == [] and err.msg == "not a JSON array"
+    got, err = until_error(b'[1, {"b": "\xff"}]')
+    assert got == [1] and isinstance(err, UnicodeDecodeError)
+    got, err = until_error(b'[1, "' + b"x" * 100 + b'"]', max_item=50)
+    assert got == [1] and str(err) == "an item of over 50 characters"
