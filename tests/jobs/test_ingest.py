@@ -135,7 +135,7 @@ def _list_and_decide(repo: str, schema: pa.Schema) -> list[dict]:
     for row in listing:
         del row["relpath"]
     batch = pa.RecordBatch.from_pylist(listing)
-    [out] = list(_decide_tree_files(100, schema)(iter([batch])))
+    [out] = list(_decide_tree_files(100, 2**26, schema)(iter([batch])))
     return out.to_pylist()
 
 
