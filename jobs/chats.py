@@ -22,7 +22,15 @@ from jobs.arrow import arrow_schema, local_frame
 from jobs.config import ChatSource, PipelineConfig
 from jobs.pyworker import map_in_arrow
 from jobs.schemas import MESSAGES
-from jobs.stage import DROPPED, KEPT, QUARANTINED, RowBuffer, Stage, StageResult
+from jobs.stage import (
+    DROPPED,
+    KEPT,
+    QUARANTINED,
+    RowBuffer,
+    Stage,
+    StageResult,
+    with_line_numbers,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -204,6 +212,8 @@ def _decide_lines(redact: bool, payload_chars: int, schema: pa.Schema):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from urllib.parse import unquote
 
+        from udfs.chats import decode_line
+
         decide = _decider(redact, payload_chars)
         for batch in batches:
             buf = RowBuffer(schema)
@@ -216,11 +226,9 @@ def _decide_lines(redact: bool, payload_chars: int, schema: pa.Schema):
                 if not raw.strip():
                     buf.emit(**base, _outcome=BLANK)
                     continue
-                try:
-                    text = raw.decode("utf-8").rstrip("\r")
-                except UnicodeDecodeError as exc:
-                    buf.emit(**base, _outcome=QUARANTINED,
-                             _reason=f"invalid_utf8: {exc.reason} at byte {exc.start}")
+                text, error = decode_line(raw)
+                if error:
+                    buf.emit(**base, _outcome=QUARANTINED, _reason=error)
                     continue
                 decide(buf, base, text, r["format"])
             yield buf.batch()
@@ -229,24 +237,14 @@ def _decide_lines(redact: bool, payload_chars: int, schema: pa.Schema):
 
 
 def _number_lines(decided: DataFrame) -> DataFrame:
-    """Streamed rows located as ``<file>:<line>`` (``_pos`` = the line), blank lines left out.
-    A split's lines are consecutive in its scan task, so a line's number is the lines of the
-    file's earlier splits plus its position after its split's first line (as ``jobs.ingest``
-    numbers JSONL lines)."""
-    from pyspark.sql import Window
+    """Streamed rows located as ``<file>:<line>`` (``_pos`` = the line), blank lines left out."""
     from pyspark.sql import functions as F
 
     streamed = decided.where(F.col("_block").isNotNull())
-    splits = (streamed.groupBy("_file", "_block")
-              .agg(F.min("_mid").alias("_first"), F.count(F.lit(1)).alias("_lines")))
-    earlier = Window.partitionBy("_file").orderBy("_block").rowsBetween(
-        Window.unboundedPreceding, -1)
-    splits = splits.withColumn("_before", F.coalesce(F.sum("_lines").over(earlier), F.lit(0)))
-    line = F.col("_before") + F.col("_mid") - F.col("_first") + 1
-    where = F.concat_ws(":", "_file", line.cast("string"))
-    numbered = (streamed.join(F.broadcast(splits), ["_file", "_block"])
+    where = F.concat_ws(":", "_file", F.col("_line").cast("string"))
+    numbered = (with_line_numbers(streamed, streamed, "_file")
                 .withColumn("source", where).withColumn("path", where)
-                .withColumn("_pos", line).select(*decided.columns))
+                .withColumn("_pos", F.col("_line")).select(*decided.columns))
     whole = decided.where(F.col("_block").isNull())
     return whole.unionByName(numbered.where(F.col("_outcome") != BLANK))
 

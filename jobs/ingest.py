@@ -38,6 +38,7 @@ from jobs.stage import (
     QUARANTINED,
     Stage,
     StageResult,
+    with_line_numbers,
 )
 from udfs.records import decode_source, file_id, parse_stack_line, preview
 from udfs.trees import repo_roots, walk_repo
@@ -223,23 +224,15 @@ def _line_numbers(decided: DataFrame) -> DataFrame:
     and each such Parquet row's as ``<file>#row=<n>``, and a dropped row's ``detail`` naming its
     source (silver.rejects has no source column; a blank JSONL line has no repo or path).
 
-    A JSONL split's lines are consecutive in its scan task, so a line's number is the lines of
-    the file's earlier splits plus its position after the split's first line; both come from the
-    decided rows' locators (one small aggregate per split), and no line's text moves.
+    The numbers come from the decided rows' locators (``jobs.stage.with_line_numbers``), and
+    only the located rows join: no kept line's text moves.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     quarantined = F.col("_outcome") != KEPT  # quarantined or dropped: rows a person looks up
-    splits = (decided.where(F.col("_block").isNotNull()).groupBy("source", "_block")
-              .agg(F.min("_mid").alias("_first"), F.count(F.lit(1)).alias("_lines")))
-    earlier = Window.partitionBy("source").orderBy("_block").rowsBetween(
-        Window.unboundedPreceding, -1)
-    splits = splits.withColumn("_before", F.coalesce(F.sum("_lines").over(earlier), F.lit(0)))
-    jsonl = (decided.where(quarantined & F.col("_block").isNotNull())
-             .join(F.broadcast(splits), ["source", "_block"])
-             .withColumn("source", F.concat_ws(":", "source", (
-                 F.col("_before") + F.col("_mid") - F.col("_first") + 1).cast("string")))
+    scanned = decided.where(F.col("_block").isNotNull())
+    jsonl = (with_line_numbers(scanned.where(quarantined), scanned, "source")
+             .withColumn("source", F.concat_ws(":", "source", F.col("_line").cast("string")))
              .select(*decided.columns))
     parquet = decided.where(quarantined & F.col("_row").isNotNull()).withColumn(
         "source", F.concat("source", F.lit("#row="), F.col("_row").cast("string")))

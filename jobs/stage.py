@@ -83,6 +83,26 @@ class RowBuffer:
         return pa.RecordBatch.from_pydict(self.columns, schema=self.schema)
 
 
+def with_line_numbers(rows: DataFrame, scanned: DataFrame, file_col: str) -> DataFrame:
+    """``rows`` with ``_line``, the 1-based line of each in its file. ``scanned`` holds every
+    line of a text scan (``rows`` among them), each with its split's start (``_block``,
+    ``_metadata.file_block_start``) and its position in the scan (``_mid``,
+    ``monotonically_increasing_id``). A split's lines are consecutive in its scan task, so a
+    line's number is the lines of the file's earlier splits plus its position after its split's
+    first line: one small aggregate per split, joined to ``rows`` only."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    splits = (scanned.groupBy(file_col, "_block")
+              .agg(F.min("_mid").alias("_first"), F.count(F.lit(1)).alias("_lines")))
+    earlier = Window.partitionBy(file_col).orderBy("_block").rowsBetween(
+        Window.unboundedPreceding, -1)
+    splits = splits.withColumn("_before", F.coalesce(F.sum("_lines").over(earlier), F.lit(0)))
+    return (rows.join(F.broadcast(splits), [file_col, "_block"])
+            .withColumn("_line", F.col("_before") + F.col("_mid") - F.col("_first") + 1)
+            .drop("_first", "_lines", "_before"))
+
+
 def rejects_of(stage: str, decided: DataFrame, omit: tuple[str, ...] = ()) -> DataFrame:
     """Dropped rows in silver.rejects' schema (columns a stage lacks or ``omit``s are null)."""
     from pyspark.sql import functions as F

@@ -76,12 +76,17 @@ def records_of(content: bytes, source: str) -> Iterator[tuple[str, str | None, s
             return
     lines = content.removeprefix(b"\xef\xbb\xbf").split(b"\n")
     for n, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield f"{source}:{n}", raw.decode("utf-8").rstrip("\r"), None
-        except UnicodeDecodeError as exc:
-            yield f"{source}:{n}", None, f"invalid_utf8: {exc.reason} at byte {exc.start}"
+        if raw.strip():
+            yield f"{source}:{n}", *decode_line(raw)
+
+
+def decode_line(raw: bytes) -> tuple[str | None, str | None]:
+    """(text, None) of one JSONL line, or (None, the ``invalid_utf8`` error) for one that is not
+    UTF-8, which fails alone."""
+    try:
+        return raw.decode("utf-8").rstrip("\r"), None
+    except UnicodeDecodeError as exc:
+        return None, f"invalid_utf8: {exc.reason} at byte {exc.start}"
 
 
 _NUMBER = "0123456789.eE+-"
