@@ -22,6 +22,7 @@ from jobs.arrow import arrow_schema, local_frame
 from jobs.config import ChatSource, PipelineConfig
 from jobs.pyworker import map_in_arrow
 from jobs.schemas import MESSAGES
+from jobs.source_files import NOT_UTF8, reader, unopenable
 from jobs.stage import (
     DROPPED,
     KEPT,
@@ -42,7 +43,8 @@ DECIDED_SCHEMA = (
     "source string, payload string, _file string, _pos long, _block long, _mid long, "
     "_outcome string, _reason string, _bytes long"
 )
-CHAT_FILES = "*.{jsonl,json,ndjson,JSONL,JSON,NDJSON}"
+CHAT_SUFFIXES = (".jsonl", ".json", ".ndjson")
+CHAT_FILES = "*.{jsonl,json,ndjson,JSONL,JSON,NDJSON}"  # CHAT_SUFFIXES as a Hadoop glob
 BLANK = "_blank"  # a streamed file's empty line: numbered with the others, then left out
 
 
@@ -50,11 +52,11 @@ def _listing(spark: SparkSession, src: ChatSource) -> list[tuple[str, int]]:
     """(path, bytes) of the source's chat files; no content is read."""
     from pathlib import Path
 
-    reader = spark.read.format("binaryFile")
+    files = reader(spark).format("binaryFile")
     local = "://" not in src.path and not src.path.startswith(("dbfs:", "file:"))
     if not (local and Path(src.path).is_file()):
-        reader = reader.option("recursiveFileLookup", "true").option("pathGlobFilter", CHAT_FILES)
-    return [(r.path, r.length) for r in reader.load(src.path).select("path", "length").collect()]
+        files = files.option("recursiveFileLookup", "true").option("pathGlobFilter", CHAT_FILES)
+    return [(r.path, r.length) for r in files.load(src.path).select("path", "length").collect()]
 
 
 def open_stream(uri: str):
@@ -87,7 +89,7 @@ def _whole(spark: SparkSession, paths: list[str], fmt: str) -> DataFrame:
     """Files read whole, one row each: a JSON array or document, or JSONL."""
     from pyspark.sql import functions as F
 
-    return (spark.read.format("binaryFile").load(paths)
+    return (reader(spark).format("binaryFile").load(paths)
             .select("path", "content", F.lit(fmt).alias("format")))
 
 
@@ -97,7 +99,7 @@ def _streamed(spark: SparkSession, paths: list[str], fmt: str) -> DataFrame:
     its position in the scan, from which ``_number_lines`` gives its line number."""
     from pyspark.sql import functions as F
 
-    return spark.read.text(paths).select(
+    return reader(spark).text(paths).select(
         F.col("value").cast("binary").alias("line"), F.col("_metadata.file_path").alias("path"),
         F.col("_metadata.file_block_start").alias("_block"),
         F.monotonically_increasing_id().alias("_mid"), F.lit(fmt).alias("format"))
@@ -256,8 +258,11 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
 
     schema = arrow_schema(DECIDED_SCHEMA)
     limit, chars = cfg.chats.whole_file_bytes, cfg.ingest.quarantine_payload_chars
-    parts = []
+    parts, unopened = [], []
     for src in cfg.ingest.of(ChatSource):
+        unopened += [{"source_kind": "chat", "source": name, "path": name, "_file": name,
+                      "_pos": 0, "_bytes": 0, "_outcome": QUARANTINED, "_reason": NOT_UTF8}
+                     for name in unopenable(src.path, CHAT_SUFFIXES)]
         files = _listing(spark, src)
         whole = [p for p, size in files if size <= limit]
         arrays = [p for p, size in files if size > limit and is_json_array(p)]
@@ -274,7 +279,7 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
             parts.append(map_in_arrow(_streamed(spark, big, src.format),
                                       _decide_lines(cfg.chats.redact, chars, schema),
                                       DECIDED_SCHEMA))
-    decided = local_frame(spark, [], DECIDED_SCHEMA)
+    decided = local_frame(spark, unopened, DECIDED_SCHEMA)
     for p in parts:
         decided = decided.unionByName(p)
     raw = decided.persist(StorageLevel.MEMORY_AND_DISK)

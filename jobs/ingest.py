@@ -23,8 +23,8 @@ Tree sources must sit on a filesystem every executor mounts (local disk for loca
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobs.arrow import arrow_schema, local_frame
@@ -32,6 +32,7 @@ from jobs.config import FILE_SOURCES, JsonlSource, ParquetSource, PipelineConfig
 from jobs.pyworker import map_in_arrow
 from jobs.schemas import FILE_COLUMNS
 from jobs.session import default_parallelism
+from jobs.source_files import NOT_UTF8, reader, unopenable
 from jobs.stage import (
     DROPPED,
     KEPT,
@@ -41,7 +42,7 @@ from jobs.stage import (
     with_line_numbers,
 )
 from udfs.records import decode_source, file_id, parse_stack_line, preview
-from udfs.trees import repo_roots, walk_repo
+from udfs.trees import TreeFile, as_text, repo_roots, walk_repo
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -56,6 +57,8 @@ DECIDED_SCHEMA = (
 # JSONL split it was read from and ``_mid`` its scan position (``_line_numbers`` turns the two into
 # a line number), ``_row`` a Parquet file's own row index.
 _LOCATORS = ("_block", "_mid", "_row")
+# A JSONL or Parquet source's records, before they are checked (``_decide_records``).
+_LINES_SCHEMA = "line binary, source string, _error string, _block long, _mid long, _row long"
 _DECIDED_NAMES = [spec.split(" ")[0] for spec in DECIDED_SCHEMA.split(", ")]
 
 
@@ -122,7 +125,8 @@ def _decide_tree_files(payload_chars: int, max_bytes: int, schema: pa.Schema):
                     rows.append(_row(**base, _outcome=DROPPED, _reason="file_too_large"))
                     continue
                 try:
-                    content = Path(f["abspath"]).read_bytes()
+                    with open(f["abspath"], "rb") as fh:
+                        content = fh.read()
                 except OSError as exc:
                     rows.append(_row(**base, _outcome=QUARANTINED,
                                      _reason=f"unreadable_file: {exc.strerror}"))
@@ -144,11 +148,19 @@ def _jsonl(spark: SparkSession, src: JsonlSource) -> DataFrame:
     batch), each with its file, its split's start and its position in the scan."""
     from pyspark.sql import functions as F
 
-    return spark.read.text(src.path).select(
+    lines = reader(spark).text(src.path).select(
         F.col("value").cast("binary").alias("line"), F.col("_metadata.file_path").alias("source"),
         F.lit(None).cast("string").alias("_error"),
         F.col("_metadata.file_block_start").alias("_block"),
         F.monotonically_increasing_id().alias("_mid"), F.lit(None).cast("long").alias("_row"))
+    return _with_unopenable(spark, lines, src.path)
+
+
+def _with_unopenable(spark: SparkSession, lines: DataFrame, path: str) -> DataFrame:
+    """``lines`` and a quarantine row for each file Spark cannot open (``jobs.source_files``),
+    named as Spark names the others (``file:<path>``)."""
+    rows = [{"source": f"file:{name}", "_error": NOT_UTF8} for name in unopenable(path)]
+    return lines.unionByName(local_frame(spark, rows, _LINES_SCHEMA)) if rows else lines
 
 
 def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
@@ -174,46 +186,46 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
                          F.col("_metadata.row_index").alias("_row"))
 
     try:
-        df = as_lines(spark.read.option("mergeSchema", "true").parquet(src.path))
+        df = as_lines(reader(spark).option("mergeSchema", "true").parquet(src.path))
         df.schema  # noqa: B018 - forces the footer read now, inside the try
-        return df
+        return _with_unopenable(spark, df, src.path)
     except unreadable:
         pass
-    files = sorted(r.path for r in spark.read.format("binaryFile").load(src.path)
+    files = sorted(r.path for r in reader(spark).format("binaryFile").load(src.path)
                    .select("path").collect())
     parts, broken = [], []
     for f in files:
         try:
-            part = as_lines(spark.read.parquet(f))
+            part = as_lines(reader(spark).parquet(f))
             part.schema  # noqa: B018
             parts.append(part)
         except unreadable as exc:
             first = str(exc).strip().splitlines()[0][:300]
             broken.append({"line": None, "source": f, "_error": f"unreadable_parquet: {first}",
                            "_block": None, "_mid": None, "_row": None})
-    if broken:
-        parts.append(local_frame(spark, broken, "line binary, source string, _error string, "
-                                                "_block long, _mid long, _row long"))
-    out = parts[0]
-    for part in parts[1:]:
+    broken += [{"source": f"file:{name}", "_error": NOT_UTF8} for name in unopenable(src.path)]
+    out = local_frame(spark, broken, _LINES_SCHEMA)
+    for part in parts:
         out = out.unionByName(part)
     return out
 
 
-def _tree_listing(spark: SparkSession, src: TreeSource) -> DataFrame:
-    import pandas as pd
+TREE_LISTING_SCHEMA = ("repo string, path string, abspath binary, size long, language string, "
+                       "license string, skip string, error string, source string")
 
-    rows = [
-        {"repo": f.repo, "path": f.relpath, "abspath": f.abspath, "size": f.size,
-         "language": f.language, "license": f.license, "skip": f.skip, "error": f.error,
-         "source": f.abspath}
-        for repo, root in repo_roots(src.path, src.layout)
-        for f in walk_repo(repo, root)
-    ]
-    schema = ("repo string, path string, abspath string, size long, language string, "
-              "license string, skip string, error string, source string")
-    listing = spark.createDataFrame(pd.DataFrame(rows, columns=[s.split(" ")[0] for s in
-                                                                schema.split(", ")]), schema)
+
+def listing_row(f: TreeFile) -> dict:
+    """A listed file as the executors get it: the path to open as the file system's own bytes,
+    names as text (``udfs.trees.as_text``)."""
+    return {"repo": as_text(f.repo), "path": as_text(f.relpath), "abspath": os.fsencode(f.abspath),
+            "size": f.size, "language": f.language, "license": f.license, "skip": f.skip,
+            "error": f.error, "source": as_text(f.abspath)}
+
+
+def _tree_listing(spark: SparkSession, src: TreeSource) -> DataFrame:
+    rows = [listing_row(f) for repo, root in repo_roots(src.path, src.layout)
+            for f in walk_repo(repo, root)]
+    listing = local_frame(spark, rows, TREE_LISTING_SCHEMA)
     # Spread the reads: ~200 files per task, at least one task per core.
     parts = max(default_parallelism(spark), len(rows) // 200 + 1)
     return listing.repartition(parts, "path")

@@ -82,10 +82,13 @@ def test_every_hostile_input_reaches_its_named_outcome(run):
 def test_quarantine_rows_name_the_file_and_line_or_row(run):
     root, _, lake, done = run
     assert done.returncode == 0, done.stderr[-3000:]
-    jsonl = f"file:{root / 'records' / 'hostile.jsonl'}:"
+    records = f"file:{root / 'records'}/"
     for r in rows(lake, "ops.quarantine"):
-        if r["source_kind"] == "jsonl":
-            assert r["source"].startswith(jsonl) and r["source"][len(jsonl):].isdigit(), r
+        if r["source_kind"] == "jsonl" and r["error"].startswith(hostile.NOT_UTF8):
+            assert r["source"].startswith(records) and r["source"].endswith(".jsonl"), r
+        elif r["source_kind"] == "jsonl":  # <file>:<line>
+            file, _, line = r["source"].rpartition(":")
+            assert file.startswith(records) and file.endswith(".jsonl") and line.isdigit(), r
         elif r["source_kind"] == "parquet":
             assert r["source"].startswith(f"file:{root / 'parquet'}/"), r
             assert r["source"].endswith(".parquet") or "#row=" in r["source"], r
@@ -103,3 +106,20 @@ def test_utf16_and_utf32_files_are_decoded_to_their_text(run):
                        ("utf32_no_bom.py", 4)):
         assert texts[path] == hostile.good_code(seed), path
     assert texts["dir with space/naïve ünïcode.py"] == hostile.good_code(8)
+
+
+def test_names_in_bytes_keep_their_file_under_an_escaped_name(run):
+    """A tree's file and a commit's file whose names are not UTF-8, a colon or a newline: the
+    contents kept whole, the name with each byte that is not UTF-8 written as ``\\xNN``."""
+    root, _, lake, done = run
+    assert done.returncode == 0, done.stderr[-3000:]
+    texts = {r["path"]: r["text"] for r in rows(lake, "silver.unique_files", ["path", "text"])}
+    assert {name: texts.get(name) for name in ("latin1_caf\\xe9.py", "folder_\\xff/inner.py",
+                                               "at 10:00:00.py", "new\nline.py")} == {
+        "latin1_caf\\xe9.py": hostile.good_code(11), "folder_\\xff/inner.py": hostile.good_code(12),
+        "at 10:00:00.py": hostile.good_code(13), "new\nline.py": hostile.good_code(14)}
+    [commit] = [r for r in rows(lake, "silver.commits") if r["subject"] == hostile.GIT_SUBJECT]
+    files = {f["path"]: f for f in commit["files"]}
+    assert sorted(files) == ["a.py", "caf\\xe9.py"]
+    assert files["caf\\xe9.py"]["status"] == "added"
+    assert files["caf\\xe9.py"]["diff"].startswith("--- /dev/null\n+++ b/caf\\xe9.py\n")

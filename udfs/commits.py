@@ -59,6 +59,7 @@ from typing import Any
 from udfs.filters import AUTOGEN_MARKERS
 from udfs.languages import language_for_path
 from udfs.redaction import redact
+from udfs.trees import as_text
 
 NAME = "<NAME>"
 
@@ -399,7 +400,7 @@ class CommitReader:
         subject, body = clean_message(commit.message)
         diff = self._diff(repo, commit, p.context_lines)
         deltas = list(diff.deltas)  # paths only: no patch is computed yet
-        paths = [d.new_file.path if d.status_char() != "D" else d.old_file.path for d in deltas]
+        paths = [_changed_path(d) for d in deltas]
         problem = message_problem(subject, p.min_subject_words, tuple(paths))
         if problem:
             return {"reason": problem, "detail": clean(subject[:200])}
@@ -432,8 +433,8 @@ class CommitReader:
                 continue
             pt = diff[i]
             delta, path_ = pt.delta, paths[i]
-            new_path = delta.new_file.path if delta.status_char() != "D" else None
-            old_path = delta.old_file.path if delta.status_char() != "A" else None
+            new_path = as_text(delta.new_file.path) if delta.status_char() != "D" else None
+            old_path = as_text(delta.old_file.path) if delta.status_char() != "A" else None
             if delta.is_binary:
                 skip("binary")
                 continue
@@ -471,7 +472,7 @@ class CommitReader:
         wanted_paths = {f["path"] for f in code}
         wide = {}
         for j, d in enumerate(wide_diff.deltas):  # patches of the kept files only
-            key = d.new_file.path if d.status_char() != "D" else d.old_file.path
+            key = _changed_path(d)
             if key in wanted_paths:
                 wide[key] = wide_diff[j]
         files = []
@@ -493,6 +494,12 @@ class CommitReader:
             subject + ("\n\n" + body if body else "")), "files": files, "lines_added": added,
             "lines_removed": removed, "language": main["language"], "size_bytes": size,
             "redactions": redactions}
+
+
+def _changed_path(delta) -> str:
+    """The file a delta changes (the old one when deleted) as text: git names files in bytes,
+    which pygit2 decodes with surrogate escapes where they are not UTF-8."""
+    return as_text((delta.old_file if delta.status_char() == "D" else delta.new_file).path)
 
 
 def _counts(kinds: dict[str, int]) -> str:

@@ -35,6 +35,16 @@ class TreeFile:
     error: str | None = None
 
 
+def as_text(name: str) -> str:
+    """A file-system name as text, each byte that is not UTF-8 written as ``\\xNN``.
+
+    POSIX names are bytes: ``os.walk`` hands an undecodable one over with surrogate escapes, which
+    no UTF-8 column (Arrow, Delta) can hold, and a lossy ``?`` would name a file that does not
+    exist. Escaped, the name stays one line of text that says which bytes it had.
+    """
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def repo_roots(path: str | Path, layout: str) -> list[tuple[str, Path]]:
     """``(repo name, root)`` pairs: each sub-folder (layout ``repos``) or ``path`` itself (``repo``)."""
     root = Path(path).resolve()

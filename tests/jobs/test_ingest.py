@@ -8,7 +8,6 @@ import os
 import pwd
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,7 +15,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from jobs.arrow import arrow_schema
-from jobs.ingest import DECIDED_SCHEMA, _decide_tree_files
+from jobs.ingest import DECIDED_SCHEMA, _decide_tree_files, listing_row
 from jobs.runner import run_pipeline
 from tests.conftest import make_config
 from udfs.records import file_id
@@ -130,10 +129,7 @@ def _become_nobody() -> None:
 def _list_and_decide(repo: str, schema: pa.Schema) -> list[dict]:
     """The tree's listing (the driver's part) and its files read (the executors' part). Whatever
     it imports is imported before the fork: ``nobody`` may not read this Python's files."""
-    listing = [{**asdict(f), "path": f.relpath, "source": f.abspath}
-               for f in walk_repo("repo", Path(repo))]
-    for row in listing:
-        del row["relpath"]
+    listing = [listing_row(f) for f in walk_repo("repo", Path(repo))]
     batch = pa.RecordBatch.from_pylist(listing)
     [out] = list(_decide_tree_files(100, 2**26, schema)(iter([batch])))
     return out.to_pylist()

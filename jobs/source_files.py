@@ -1,0 +1,76 @@
+"""Reading the files of a JSONL, Parquet or chat source through Spark, without losing any.
+
+Two kinds of file name break Spark's reading of a local folder:
+
+* a colon (a timestamped export, ``chat-2026-12-06T10:00.jsonl``): Hadoop's default local file
+  system opens a ``.<name>.crc`` checksum file beside each file it reads, and that relative name
+  with a colon parses as a URI with a scheme, so the whole scan fails ("Relative path in absolute
+  URI"). ``reader`` reads sources through Hadoop's raw local file system, which keeps no checksum
+  files; the options apply to that read's ``file:`` paths only, so the lakehouse's own reads and
+  writes are unchanged.
+* bytes that are not UTF-8: the JVM decodes the name with replacement characters, the file it
+  names then does not exist, and the listing skips it without a word. ``unopenable`` finds such
+  files on the driver so that the stage can quarantine each one by name.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import TYPE_CHECKING
+
+from udfs.trees import as_text
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrameReader, SparkSession
+
+RAW_LOCAL = {"fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+             # a cached file system of the default kind would otherwise be reused for the read
+             "fs.file.impl.disable.cache": "true"}
+NOT_UTF8 = "unreadable_path: the file name is not UTF-8, which Spark cannot open; rename it"
+
+
+def reader(spark: SparkSession) -> DataFrameReader:
+    """``spark.read`` for a source's files (see the module's docstring)."""
+    return spark.read.options(**RAW_LOCAL)
+
+
+def _hidden(name: bytes) -> bool:
+    """Names Spark's file listing leaves out on purpose (``_SUCCESS``, ``.crc``; a ``_`` name
+    with ``=`` is a partition folder)."""
+    return name.startswith(b".") or (name.startswith(b"_") and b"=" not in name)
+
+
+def _utf8(name: bytes) -> bool:
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def unopenable(path: str, suffixes: tuple[str, ...] | None = None) -> list[str]:
+    """The files under a local source (a file, a folder or a glob) that Spark's listing would
+    skip silently because their path is not UTF-8, as text (``udfs.trees.as_text``), sorted.
+    ``suffixes`` keeps only names ending so (case-insensitive), as a source's file filter does.
+    Object stores and ``dbfs:`` name their keys in UTF-8: nothing to find there."""
+    if "://" in path or path.startswith("dbfs:"):
+        return []
+    top = os.fsencode(path.removeprefix("file:"))
+    roots = [top] if os.path.exists(top) else sorted(glob.glob(top))
+    found = []
+    for root in roots:
+        if os.path.isfile(root):
+            files = [root]
+        else:
+            files = []
+            for folder, dirs, names in os.walk(root):
+                dirs[:] = [d for d in dirs if not _hidden(d)]
+                files += [os.path.join(folder, n) for n in names if not _hidden(n)]
+        for f in files:
+            if _utf8(f):
+                continue
+            if suffixes and not f.lower().endswith(tuple(s.lower().encode() for s in suffixes)):
+                continue
+            found.append(as_text(os.fsdecode(f)))
+    return sorted(found)
