@@ -246,6 +246,31 @@ SECRETS = {
               ".com", lambda v: f"# maintainer: {v}"),
     "ipv4": ("IP_ADDRESS", _public_ipv4, lambda v: f'UPSTREAM_HOST = "{v}"'),
     "ipv6": ("IP_ADDRESS", _public_ipv6, lambda v: f'UPSTREAM_HOST6 = "{v}"'),
+    # formats found by their shape alone: planted with no credential word on the line
+    "anthropic": ("KEY", lambda r: "sk-ant-api03-" + _chars(r, 93, ALNUM + "-_") + "AA",
+                  lambda v: f'client = Anthropic(api_key="{v}")'),
+    "huggingface": ("KEY", lambda r: "hf_" + _chars(r, 34, string.ascii_letters),
+                    lambda v: f'login("{v}")'),
+    "pypi": ("KEY", lambda r: "pypi-AgEIcHlwaS5vcmc" + _chars(r, 64, ALNUM + "-_"),
+             lambda v: f'UPLOAD = ["twine", "upload", "-p", "{v}"]'),
+    "npm": ("KEY", lambda r: "npm_" + _chars(r, 36), lambda v: f'NPMRC = "//registry.npmjs.org/:_authToken={v}"'),
+    "sendgrid": ("KEY", lambda r: f"SG.{_chars(r, 22, ALNUM + '-_')}.{_chars(r, 43, ALNUM + '-_')}",
+                 lambda v: f'mail = SendGridAPIClient("{v}")'),
+    "databricks": ("KEY", lambda r: "dapi" + _chars(r, 32, "0123456789abcdef"),
+                   lambda v: f'w = WorkspaceClient(host=HOST, pat="{v}")'),
+    "digitalocean": ("KEY", lambda r: "dop_v1_" + _chars(r, 64, "0123456789abcdef"),
+                     lambda v: f'do = Manager("{v}")'),
+    "shopify": ("KEY", lambda r: "shpat_" + _chars(r, 32, "0123456789abcdef"),
+                lambda v: f'shop = Session(URL, "2024-01", "{v}")'),
+    "twilio_api_key": ("KEY", lambda r: "SK" + _chars(r, 32, "0123456789abcdef"),
+                       lambda v: f'client = Client("{v}", SECRET, ACCOUNT)'),
+    "azure_storage": ("KEY", lambda r: _chars(r, 86, ALNUM + "+/") + "==",
+                      lambda v: 'CONN = "DefaultEndpointsProtocol=https;AccountName=acct;'
+                      f'AccountKey={v};EndpointSuffix=core.windows.net"'),
+    "bearer": ("KEY", lambda r: _chars(r, 40, ALNUM + "-_"),
+               lambda v: f'HEADERS = {{"Authorization": "Bearer {v}"}}'),
+    "config_line": ("PASSWORD", lambda r: _password(r, "!%&*+-."),
+                    lambda v: f'ENV_EXAMPLE = """\nDB_PASSWORD={v}\n"""'),
 }
 
 

@@ -23,7 +23,15 @@ What is found, and by what:
   ``sk-proj-`` OpenAI keys. Each follows the issuer's published format (AWS key ids
   ``AKIA…`` + 16; GitHub ``ghp_`` etc. + 36, ``github_pat_`` + 82; GitLab ``glpat-`` + 20; Slack
   ``xox[abposr]-``; Stripe ``sk_live_``/``rk_live_``; Google ``AIza`` + 35; JWT three base64url
-  parts starting ``eyJ``) and is tested positive and negative.
+  parts starting ``eyJ``; Anthropic ``sk-ant-api03-``; Hugging Face ``hf_`` + 34; PyPI
+  ``pypi-AgE…``; npm ``npm_`` + 36; SendGrid ``SG.`` 22 ``.`` 43; Databricks ``dapi`` + 32 hex;
+  DigitalOcean ``do[opr]_v1_`` + 64 hex; Shopify ``shp(at|ca|pa|ss)_`` + 32 hex; Twilio API keys
+  ``SK`` + 32 hex; Azure storage ``AccountKey=``; an HTTP ``Bearer`` value that looks random)
+  and is tested positive and negative. These are found without a credential word on the line:
+  a key passed positionally (``login("hf_…")``) has none.
+* **Configuration lines** (YAML's ``name: value``, .env's ``NAME=value``) give a credential name
+  a bare value, which detect-secrets' keyword patterns (quoted values) miss; code's bare values
+  there are references and types (``settings.api_key``, ``_StrPathToken``), which are left.
 * **Filters** against what looks like a secret and is not (bigcode's PII pipeline for The Stack
   filtered the same): e-mail addresses at example/test/invalid/localhost domains or at
   ``git@``/``noreply``; IP addresses that are private, loopback, link-local, reserved or
@@ -74,7 +82,29 @@ _KEY_PATTERNS: dict[str, re.Pattern] = {
         r"(?![A-Za-z0-9_-])"),
     "jwt": re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\."
                       r"[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_-])"),
+    "anthropic_key": re.compile(
+        r"(?<![A-Za-z0-9_-])sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{32,}(?![A-Za-z0-9_-])"),
+    "huggingface_token": re.compile(r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{34}(?![A-Za-z0-9_])"),
+    "pypi_token": re.compile(r"(?<![A-Za-z0-9_-])pypi-AgE[A-Za-z0-9_-]{50,}"),
+    "npm_token": re.compile(r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9_])"),
+    "sendgrid_key": re.compile(r"(?<![A-Za-z0-9_-])SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"
+                               r"(?![A-Za-z0-9_-])"),
+    "databricks_token": re.compile(r"(?<![A-Za-z0-9_])dapi[0-9a-f]{32}(?:-\d+)?(?![A-Za-z0-9_])"),
+    "digitalocean_token": re.compile(r"(?<![A-Za-z0-9_])do[opr]_v1_[0-9a-f]{64}(?![A-Za-z0-9_])"),
+    "shopify_token": re.compile(r"(?<![A-Za-z0-9_])shp(?:at|ca|pa|ss)_[0-9a-fA-F]{32}"
+                                r"(?![A-Za-z0-9_])"),
+    # the literal first, then the look-behind: "SK" is common in code (TASK, MASK), and a
+    # pattern that starts with a literal is searched for at memchr speed
+    "twilio_api_key": re.compile(r"SK(?<![A-Za-z0-9_]SK)[0-9a-f]{32}(?![A-Za-z0-9_])"),
+    "azure_storage_key": re.compile(
+        r"(?:AccountKey|SharedAccessKey)=(?P<v>[A-Za-z0-9+/]{40,86}={0,2})(?![A-Za-z0-9+/=])"),
+    # an HTTP bearer credential written out (a JWT is found as one); kept only if it looks chosen
+    # at random (``_credential_like``), so ``Bearer your_access_token`` stays
+    "bearer_token": re.compile(r"(?<![A-Za-z0-9])[Bb]earer\s+(?P<v>[A-Za-z0-9._~+/-]{20,512}=*)"
+                               r"(?![A-Za-z0-9._~+/=-])"),
 }
+# the patterns whose match must also pass ``_credential_like`` (no fixed prefix vouches for them)
+_CHECKED = frozenset({"bearer_token"})
 # literal strings one of which a pattern's match contains: a pattern runs only on text that holds
 # one (``in`` is a memchr-speed scan; the patterns' lookbehinds are not)
 _KEY_HINTS: dict[str, tuple[str, ...]] = {
@@ -88,6 +118,17 @@ _KEY_HINTS: dict[str, tuple[str, ...]] = {
     "google_api_key": ("AIza",),
     "openai_key": ("sk-",),
     "jwt": ("eyJ",),
+    "anthropic_key": ("sk-ant-",),
+    "huggingface_token": ("hf_",),
+    "pypi_token": ("pypi-AgE",),
+    "npm_token": ("npm_",),
+    "sendgrid_key": ("SG.",),
+    "databricks_token": ("dapi",),
+    "digitalocean_token": ("_v1_",),
+    "shopify_token": ("shp",),
+    "twilio_api_key": ("SK",),
+    "azure_storage_key": ("AccountKey=", "SharedAccessKey="),
+    "bearer_token": ("earer",),
 }
 _PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
                           r"(?P<body>[\s\S]{0,8192}?)-----END (?:[A-Z0-9]+ )*PRIVATE KEY")
@@ -121,7 +162,7 @@ _VERSIONISH = re.compile(r"(?i)(?:(?<![a-z])(?:version|ver|v|release)|==|>=|<=|~
 # which lets the regex engine skip to candidate letters instead of trying every branch at every
 # position (3× faster than the plain (?i) alternation, the same matches)
 _TRIGGER = re.compile(r"[PpSsTtAaCc](?:(?<=[Pp])(?i:assw|wd|rivate_?key)|(?<=[Ss])(?i:ecret)|"
-                      r"(?<=[Tt])(?i:oken)|(?<=[Aa])(?i:pi_?key|uth_?key)|"
+                      r"(?<=[Tt])(?i:oken)|(?<=[Aa])(?i:pi[_-]?key|uth[_-]?key)|"
                       r"(?<=[Cc])(?i:redential))")
 # scheme://user:password@host, userinfo as RFC 3986 allows it (unreserved, %-encoded, sub-delims)
 _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,15}://[A-Za-z0-9._~%!$&'()*+,;=-]{1,64}:"
@@ -136,12 +177,19 @@ _TEMPLATE = re.compile(r"\$\{|\{\{|\{[\w.]*\}|<[^>]*>|%(?:\(\w+\))?[sdrfi]|^\*+$
                        r"(?i:^(?:changeme|password|passwd|pass|pwd|pw|secret|token|user|username|"
                        r"none|null|true|false|undefined|example|test|dummy|redacted|xxx+)$)|"
                        r"^urn:")
+_NAMES = r"(?:passw(?:or)?d|passwd|pwd|secret|token|api[_-]?key|auth[_-]?key|credentials?)"
 # name = "value", name: "value", "name": "value", name := "value" for the names detect-secrets
 # looks for; hand-written beside it because its value pattern must start with a letter or digit
 # (a chosen password like "!rnPf0jWsqRoW" or "&ST6IaX&q*A2h9Uz" was missed)
 _QUOTED_ASSIGNMENT = re.compile(
-    r"(?i)[\w.-]*(?:passw(?:or)?d|passwd|pwd|secret|token|api_?key|auth_?key|credentials?)"
-    r"[\w.-]*[\"']?\s*(?::=|=|:)\s*(?P<q>[\"'])(?P<v>[^\"'\s\\]{8,256})(?P=q)")
+    rf"(?i)[\w.-]*{_NAMES}[\w.-]*[\"']?\s*(?::=|=|:)\s*(?P<q>[\"'])(?P<v>[^\"'\s\\]{{8,256}})(?P=q)")
+# the same names given a bare value on a line of its own, as configuration writes it: YAML's
+# ``name: value``, and ``NAME=value`` with no space around ``=`` (.env, shell, properties). Code's
+# ``name = value`` is left out: its bare value is a variable, not a secret
+_BARE_ASSIGNMENT = re.compile(
+    rf"(?i)^\s*(?:export\s+|-\s+)?[\w.-]*{_NAMES}[\w.-]*(?:=|:[ \t]+)"
+    r"(?P<v>[^\s\"'#(){}\[\],;`<>$]{8,256})[ \t]*(?:#.*)?$")
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")  # settings.api_key, if named so
 
 
 def _entropy(value: str) -> float:
@@ -175,6 +223,22 @@ def _credential_like(value: str) -> bool:
             _VERSION.match(value) or _words(value):
         return False
     return _entropy(value) >= 0.75 * math.log2(len(value))
+
+
+def _bare_credential(value: str) -> bool:
+    """An unquoted configuration value worth redacting: credential-like, and not what code or
+    documentation writes there — a reference (``settings.api_key``), a type (``_StrPathToken``),
+    a docstring's ``name: type:``."""
+    if _DOTTED.match(value) and all(_identifier(part) for part in value.split(".")):
+        return False
+    return _credential_like(value) and not value.endswith(":") and not _words(value.lstrip("_"))
+
+
+def _identifier(name: str) -> bool:
+    """A name as code writes it: one case with digits and underscores (``api_key_v2``, ``ENV``)
+    or words (``apiKey``); a random run mixes cases (``tqGCzj``)."""
+    bare = name.strip("_")
+    return bare.islower() or bare.isupper() or _words(bare)
 
 
 @cache
@@ -252,6 +316,8 @@ def _keys(text: str):
             continue
         for m in pattern.finditer(text):
             start, end = m.span("v") if "v" in pattern.groupindex else m.span()
+            if detector in _CHECKED and not _credential_like(text[start:end]):
+                continue
             yield Finding(start, end, KEY, detector)
     for m in _PRIVATE_KEY.finditer(text) if "PRIVATE KEY" in text else ():
         offset = m.start("body")
@@ -277,6 +343,9 @@ def _passwords(text: str):
         for m in _QUOTED_ASSIGNMENT.finditer(line):
             if _credential_like(m.group("v")):
                 yield Finding(at + m.start("v"), at + m.end("v"), PASSWORD, "assignment")
+        bare = _BARE_ASSIGNMENT.match(line)
+        if bare and _bare_credential(bare.group("v")):
+            yield Finding(at + bare.start("v"), at + bare.end("v"), PASSWORD, "bare_assignment")
         for plugin, value in _scan_line(line.rstrip("\r")):
             if not _credential_like(value):
                 continue

@@ -20,6 +20,17 @@ JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + "eyJzdWIiOiIxMjM0NTY3ODkwIiwibm
 AWS_ID = "AKIA" + "Q3EGUJ5WXYZ7ABCD"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYzx8QeKq2Lm"  # 40 characters
 KEY_BODY = "MIIEowIBAAKCAQEA" + "q2Lmw7Pv8Rt3Yu6NZx9K" * 3
+ANTHROPIC = "sk-ant-" + "api03-" + "Zx9Kq2Lmw7Pv8Rt3Yu6N" * 4 + "Ab-_9xQwErTyUiOpAA"
+HF = "hf_" + "QwErTyUiOpAsDfGhJkLzXcVbNmQwErTyUi"  # 34 letters
+PYPI = "pypi-" + "AgEIcHlwaS5vcmc" + "CJDk4ZjM1YzQ2LTFhNDEtNGQ2Yi1iOGE3LTk1NjJmNzFk"
+NPM = "npm_" + "Zx9Kq2Lmw7Pv8Rt3Yu6NAb3dEf6hIj9kLm2n"
+SENDGRID = "SG." + "Zx9Kq2Lmw7Pv8Rt3Yu6N-_" + "." + "Ab3dEf6hIj9kLm2nOp5qT3BlbkFJQr8sTu1vWx4yZa7"
+DATABRICKS = "dapi" + "0f3a9c2e7b1d4856" * 2
+DIGITALOCEAN = "dop_" + "v1_" + "9c2e7b1d48560f3a" * 4
+SHOPIFY = "shpat_" + "7b1d48560f3a9c2e" * 2
+TWILIO = "SK" + "48560f3a9c2e7b1d" * 2
+AZURE = "Zx9Kq2Lmw7Pv8Rt3Yu6N+/" * 3 + "Ab3dEf6hIj9kLm2nOp5q" + "=="  # 86 + ==
+BEARER = "Qw3rTy7uIo9pAs2dFg5hJk8lZx1cVb4n"
 
 
 @pytest.mark.parametrize("line, kind, secret", [
@@ -38,6 +49,24 @@ KEY_BODY = "MIIEowIBAAKCAQEA" + "q2Lmw7Pv8Rt3Yu6NZx9K" * 3
     ('# maintainer: jane.doe@acme-corp.com', EMAIL, "jane.doe@acme-corp.com"),
     ('SERVER = "8.8.4.4"', IP_ADDRESS, "8.8.4.4"),
     ('upstream = "2001:4860:4860::8844"', IP_ADDRESS, "2001:4860:4860::8844"),
+    # found by their issuer's format alone: no credential word on the line
+    (f'client = Anthropic("{ANTHROPIC}")', KEY, ANTHROPIC),
+    (f'login("{HF}")', KEY, HF),
+    (f'cmd = ["twine", "upload", "-p", "{PYPI}"]', KEY, PYPI),
+    (f'NPMRC = "//registry.npmjs.org/:_auth={NPM}"', KEY, NPM),
+    (f'mail = SendGridAPIClient("{SENDGRID}")', KEY, SENDGRID),
+    (f'w = WorkspaceClient(host=HOST, pat="{DATABRICKS}")', KEY, DATABRICKS),
+    (f'do = Manager("{DIGITALOCEAN}")', KEY, DIGITALOCEAN),
+    (f'shop = Session(URL, "2024-01", "{SHOPIFY}")', KEY, SHOPIFY),
+    (f'client = Client("{TWILIO}", SECRET, ACCOUNT)', KEY, TWILIO),
+    (f'CONN = "DefaultEndpointsProtocol=https;AccountName=a;AccountKey={AZURE};Suffix=x"', KEY,
+     AZURE),
+    (f'HEADERS = {{"Authorization": "Bearer {BEARER}"}}', KEY, BEARER),
+    # configuration's bare values (YAML, .env), and a hyphenated header name
+    ("  secret_key: Xk29qLm4PzR7wT1v", PASSWORD, "Xk29qLm4PzR7wT1v"),
+    ("export DB_PASSWORD=Xk29!qLm4Pz", PASSWORD, "Xk29!qLm4Pz"),
+    ('requests.get(url, headers={"x-api-key": "HVDctQUy1xvCkgaf"})', PASSWORD,
+     "HVDctQUy1xvCkgaf"),
 ])
 def test_each_type_is_found_and_redacted(line, kind, secret):
     [finding] = find_secrets(line)
@@ -75,6 +104,17 @@ def test_private_key_block_payload_is_redacted_line_by_line():
     'SECRET_SCOPE = "DEPLOYMENT_RESOURCE_TYPE_SECRET_SCOPE"',  # an enum value
     'api_key = get_key(settings)',
     'secret = "${SECRET}"',
+    # bare values that code and documentation write where configuration writes secrets
+    'API_KEY=config.api_key_v2',
+    'secret: process.env.SECRET',
+    '    token: _StrPathToken',
+    '        with_added_tokens: boolean:',
+    'token = token_v2_backup_x',
+    '  password: ${DB_PASSWORD}',
+    'headers = {"Authorization": "Bearer your_access_token_here"}',
+    'headers = {"Authorization": f"Bearer {self.access_token}"}',
+    'hf_hub_download_with_cache = hf_hub_download',
+    'TASK_SKIP = "SKIP_TASK_0f3a9c2e7b1d48560f3a9c2e7b1d4856x"',
 ])
 def test_look_alikes_are_left_alone(line):
     assert find_secrets(line) == [] and redact(line) == (line, {})
