@@ -71,7 +71,8 @@ def _record_row(raw: bytes | None, source: str, kind: str, payload_chars: int,
     """One JSONL line or Parquet row (as JSON, UTF-8 bytes) → its decided row."""
     base = dict(source=source, source_kind=kind, _bytes=len(raw) if raw else 0, **where)
     if error:
-        return _row(**base, _outcome=QUARANTINED, _reason=error)
+        return _row(**base, payload=preview(raw, payload_chars) if raw else None,
+                    _outcome=QUARANTINED, _reason=error)
     try:
         line = raw.decode("utf-8") if raw is not None else None
     except UnicodeDecodeError as exc:
@@ -174,13 +175,22 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
+    from pyspark.sql.types import BinaryType
 
     unreadable = (PySparkException, Py4JJavaError)  # a bad footer surfaces as either
 
     def as_lines(df: DataFrame) -> DataFrame:
-        return df.select(F.encode(F.to_json(F.struct("*")), "UTF-8").alias("line"),
+        # A binary column (code stored as bytes) would reach JSON as base64 and be kept as that
+        # text: its bytes are read as UTF-8 instead, and a row whose bytes are not UTF-8 is
+        # quarantined, as a tree's file is.
+        binary = [f.name for f in df.schema.fields if isinstance(f.dataType, BinaryType)]
+        fields = [df[n].cast("string").alias(n) if n in binary else df[n] for n in df.columns]
+        invalid = [F.when(~F.is_valid_utf8(df[n].cast("string")),
+                          F.lit(f"invalid_utf8: column {n} is not UTF-8")) for n in binary]
+        error = F.coalesce(*invalid) if invalid else F.lit(None).cast("string")
+        return df.select(F.encode(F.to_json(F.struct(*fields)), "UTF-8").alias("line"),
                          F.col("_metadata.file_path").alias("source"),
-                         F.lit(None).cast("string").alias("_error"),
+                         error.alias("_error"),
                          F.lit(None).cast("long").alias("_block"),
                          F.lit(None).cast("long").alias("_mid"),
                          F.col("_metadata.row_index").alias("_row"))

@@ -235,7 +235,17 @@ def _parquet(root: Path) -> list[Case]:
     latin1 = os.path.join(os.fsencode(folder), b"caf\xe9.parquet")
     with open(latin1, "wb") as f:
         pq.write_table(good, f)
+    # code stored as bytes: read as UTF-8 (not as JSON's base64 of it), or quarantined
+    as_bytes = [_record(44, path="pq_44.py", repo="pqrepo"),
+                _record(45, path="pq_45.py", repo="pqrepo")]
+    texts = [as_bytes[0]["text"].encode(), b"caf\xe9 = 1\n" + as_bytes[1]["text"].encode()]
+    pq.write_table(pa.Table.from_pylist(as_bytes).set_column(
+        0, "text", pa.array(texts, pa.binary())), folder / "binary_text.parquet")
+    binary = f"file:{folder / 'binary_text.parquet'}"
     return [
+        Case("code as Parquet bytes", "pq_44.py", "pqrepo", None, None, None),
+        Case("code as Parquet bytes, not UTF-8", None, None, "ingest", "quarantined",
+             "invalid_utf8", f"{binary}#row=1"),
         Case("a Parquet file whose name is not UTF-8", None, None, "ingest", "quarantined",
              NOT_UTF8, f"file:{escaped(latin1)}"),
         Case("valid Parquet rows", "pq_40.py", "pqrepo", None, None, None),

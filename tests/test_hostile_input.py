@@ -98,12 +98,12 @@ def test_quarantine_rows_name_the_file_and_line_or_row(run):
             assert r["source"].count("/") >= 1, r
 
 
-def test_utf16_and_utf32_files_are_decoded_to_their_text(run):
+def test_utf16_utf32_and_byte_columns_are_decoded_to_their_text(run):
     root, _, lake, done = run
     assert done.returncode == 0, done.stderr[-3000:]
     texts = {r["path"]: r["text"] for r in rows(lake, "silver.unique_files", ["path", "text"])}
     for path, seed in (("utf16_bom.py", 1), ("utf16_no_bom.py", 2), ("utf32_bom.py", 3),
-                       ("utf32_no_bom.py", 4)):
+                       ("utf32_no_bom.py", 4), ("pq_44.py", 44)):
         assert texts[path] == hostile.good_code(seed), path
     assert texts["dir with space/naïve ünïcode.py"] == hostile.good_code(8)
 
