@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from udfs.filters import RULES, FilterParams
 from udfs.settings import (
@@ -61,14 +61,35 @@ class SparkSettings(_Strict):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
-class JsonlSource(_Strict):
+class _RecordSource(_Strict):
+    """Records in the seed's schema (``text, language, license, stars, path, repo``).
+    columns: a field → the records' own name for it, for corpora that name them otherwise
+    (The Stack v1: ``{text: content, repo: max_stars_repo_name, path: max_stars_repo_path,
+    stars: max_stars_count, license: max_stars_repo_licenses, language: lang}``)."""
+
+    path: str
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, columns: dict[str, str]) -> dict[str, str]:
+        from udfs.records import STACK_FIELDS
+
+        unknown = sorted(set(columns) - set(STACK_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field {', '.join(unknown)}: the fields are "
+                             f"{', '.join(STACK_FIELDS)}")
+        if any(not name for name in columns.values()):
+            raise ValueError("a column name is empty")
+        return columns
+
+
+class JsonlSource(_RecordSource):
     kind: Literal["jsonl"]
-    path: str
 
 
-class ParquetSource(_Strict):
+class ParquetSource(_RecordSource):
     kind: Literal["parquet"]
-    path: str
 
 
 class TreeSource(_Strict):

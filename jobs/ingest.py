@@ -67,7 +67,8 @@ def _row(**values) -> dict:
 
 
 def _record_row(raw: bytes | None, source: str, kind: str, payload_chars: int,
-                error: str | None = None, **where) -> dict:
+                error: str | None = None, columns: dict[str, str] | None = None,
+                **where) -> dict:
     """One JSONL line or Parquet row (as JSON, UTF-8 bytes) → its decided row."""
     base = dict(source=source, source_kind=kind, _bytes=len(raw) if raw else 0, **where)
     if error:
@@ -80,7 +81,7 @@ def _record_row(raw: bytes | None, source: str, kind: str, payload_chars: int,
                     _reason=f"invalid_utf8: {exc.reason} at byte {exc.start}")
     if line is None or not line.strip():
         return _row(**base, _outcome=DROPPED, _reason="blank_line")
-    record, error = parse_stack_line(line)
+    record, error = parse_stack_line(line, columns)
     if error:
         return _row(**base, payload=preview(line, payload_chars), _outcome=QUARANTINED,
                     _reason=error)
@@ -92,14 +93,16 @@ def _record_row(raw: bytes | None, source: str, kind: str, payload_chars: int,
     )
 
 
-def _decide_records(kind: str, payload_chars: int, schema: pa.Schema):
+def _decide_records(kind: str, payload_chars: int, schema: pa.Schema,
+                    columns: dict[str, str] | None = None):
     """mapInArrow function: (line, source, _error, locators) batches → decided rows."""
     import pyarrow as pa
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             rows = [_record_row(r["line"], r["source"], kind, payload_chars, r["_error"],
-                                **{k: r[k] for k in _LOCATORS}) for r in batch.to_pylist()]
+                                columns, **{k: r[k] for k in _LOCATORS})
+                    for r in batch.to_pylist()]
             yield pa.RecordBatch.from_pylist(rows, schema=schema)
 
     return run
@@ -175,7 +178,7 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
-    from pyspark.sql.types import BinaryType
+    from pyspark.sql.types import BinaryType, DoubleType, FloatType
 
     unreadable = (PySparkException, Py4JJavaError)  # a bad footer surfaces as either
 
@@ -184,7 +187,12 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
         # text: its bytes are read as UTF-8 instead, and a row whose bytes are not UTF-8 is
         # quarantined, as a tree's file is.
         binary = [f.name for f in df.schema.fields if isinstance(f.dataType, BinaryType)]
-        fields = [df[n].cast("string").alias(n) if n in binary else df[n] for n in df.columns]
+        # to_json writes NaN as the string "NaN"; pandas writes a missing integer as NaN
+        floats = [f.name for f in df.schema.fields
+                  if isinstance(f.dataType, (DoubleType, FloatType))]
+        fields = [df[n].cast("string").alias(n) if n in binary else
+                  F.nanvl(df[n], F.lit(None)).alias(n) if n in floats else df[n]
+                  for n in df.columns]
         invalid = [F.when(~F.is_valid_utf8(df[n].cast("string")),
                           F.lit(f"invalid_utf8: column {n} is not UTF-8")) for n in binary]
         error = F.coalesce(*invalid) if invalid else F.lit(None).cast("string")
@@ -281,8 +289,9 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
             lines = _jsonl(spark, src) if isinstance(src, JsonlSource) else _parquet(spark, src)
             read_parts.append(lines.select(
                 F.coalesce(F.length("line"), F.lit(0)).cast("long").alias("_bytes")))
-            decided_parts.append(map_in_arrow(lines, _decide_records(src.kind, chars, schema),
-                                              DECIDED_SCHEMA))
+            decided_parts.append(map_in_arrow(
+                lines, _decide_records(src.kind, chars, schema, dict(src.columns)),
+                DECIDED_SCHEMA))
     if not decided_parts:  # a run of git or chat sources only
         read_parts.append(local_frame(spark, [], "_bytes long"))
         decided_parts.append(local_frame(spark, [], DECIDED_SCHEMA))

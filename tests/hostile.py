@@ -257,6 +257,37 @@ def _parquet(root: Path) -> list[Case]:
     ]
 
 
+# The Stack v1's column names, mapped to the seed's fields by the source's ``columns``
+STACK_V1_COLUMNS = ("{text: content, language: lang, repo: max_stars_repo_name, "
+                    "path: max_stars_repo_path, stars: max_stars_count, "
+                    "license: max_stars_repo_licenses}")
+
+
+def _stack_v1(root: Path) -> list[Case]:
+    """Another corpus's Parquet: its own column names, licenses as lists, NaN for no stars."""
+    folder = root / "stack_v1"
+    folder.mkdir()
+
+    def row(seed: int, licenses: list[str], stars: float, content: str | None = "") -> dict:
+        return {"hexsha": f"{seed:040x}", "content": good_code(seed) if content == "" else content,
+                "lang": "Python", "max_stars_repo_name": "screpo",
+                "max_stars_repo_path": f"sc_{seed}.py", "max_stars_count": stars,
+                "max_stars_repo_licenses": licenses}
+
+    pq.write_table(pa.Table.from_pylist([
+        row(50, ["MIT", "Apache-2.0"], 150.0), row(51, ["BSD-3-Clause"], float("nan")),
+        row(52, ["MIT", "GPL-3.0"], 900.0), row(53, ["MIT"], 5000.0, content=None)]),
+        folder / "part-0.parquet")
+    return [
+        Case("another corpus's columns, two licenses", "sc_50.py", "screpo", None, None, None),
+        Case("another corpus's NaN star count", "sc_51.py", "screpo", None, None, None),
+        Case("another corpus's row with a license not allowed among its licenses", "sc_52.py",
+             "screpo", "filter", "dropped", "license_not_allowed"),
+        Case("another corpus's row without its text column", None, None, "ingest",
+             "quarantined", "missing_field", f"file:{folder / 'part-0.parquet'}#row=3"),
+    ]
+
+
 def _chats(root: Path) -> list[Case]:
     """Chat exports: a JSONL file with a hostile record per line, and a binary file."""
     folder = root / "chats"
@@ -339,7 +370,8 @@ def _git(root: Path) -> list[Case]:
 
 def build(root: Path) -> list[Case]:
     """Write the hostile sources under ``root`` and return every case."""
-    return _tree(root) + _jsonl(root) + _parquet(root) + _chats(root) + _git(root)
+    return (_tree(root) + _jsonl(root) + _parquet(root) + _stack_v1(root) + _chats(root)
+            + _git(root))
 
 
 def sources(root: Path) -> str:
@@ -348,6 +380,7 @@ def sources(root: Path) -> str:
             f"{{kind: jsonl, path: '{root / 'records'}'}}, "
             f"{{kind: parquet, path: '{root / 'parquet'}'}}, "
             f"{{kind: parquet, path: '{root / 'parquet_none'}'}}, "
+            f"{{kind: parquet, path: '{root / 'stack_v1'}', columns: {STACK_V1_COLUMNS}}}, "
             f"{{kind: chat, path: '{root / 'chats'}'}}, "
             f"{{kind: git, path: '{root / 'git'}', layout: repos}}]")
 

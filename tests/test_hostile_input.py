@@ -90,7 +90,8 @@ def test_quarantine_rows_name_the_file_and_line_or_row(run):
             file, _, line = r["source"].rpartition(":")
             assert file.startswith(records) and file.endswith(".jsonl") and line.isdigit(), r
         elif r["source_kind"] == "parquet":
-            assert r["source"].startswith(f"file:{root / 'parquet'}/"), r
+            assert r["source"].startswith((f"file:{root / 'parquet'}/",
+                                           f"file:{root / 'stack_v1'}/")), r
             assert r["source"].endswith(".parquet") or "#row=" in r["source"], r
         elif r["source_kind"] == "tree":
             assert Path(r["source"]).is_relative_to(root / "tree" / hostile.TREE_REPO), r

@@ -170,11 +170,24 @@ def language(doc: Doc, p: FilterParams) -> str | None:
     return None
 
 
+def license_allowed(expression: str, allowed: tuple[str, ...]) -> bool:
+    """An SPDX id, or an expression of ids (``mit OR gpl-3.0``, ``mit AND bsd-3-clause``), is
+    allowed when one ``OR`` choice is, or every ``AND`` term is: with OR the user may pick either
+    license, with AND every one applies. An expression mixing the two is allowed only if every
+    term is (no precedence is parsed, so this errs towards dropping)."""
+    terms = expression.replace("(", " ").replace(")", " ").lower()
+    choices = re.split(r"\s+or\s+", terms.strip())
+    if len(choices) > 1 and re.search(r"\s+and\s+", terms):
+        choices = [terms]  # mixed AND/OR without a parser: require every term
+    return any(all(t in allowed for t in re.split(r"\s+(?:and|or)\s+", c.strip()) if t)
+               for c in choices)
+
+
 def license(doc: Doc, p: FilterParams) -> str | None:  # noqa: A001 - the rule's public name
     """License allow-list [seed]. A missing license is its own reason, not 'not allowed'."""
     if not doc.license:
         return "license_unknown"
-    if doc.license not in p.allowed_licenses:
+    if not license_allowed(doc.license, p.allowed_licenses):
         return "license_not_allowed"
     return None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from udfs.languages import normalize_language
@@ -31,37 +32,50 @@ _BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
          (b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 
 
-def parse_stack_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
+def parse_stack_line(line: str, columns: dict[str, str] | None = None,
+                     ) -> tuple[dict[str, Any] | None, str | None]:
     """Parse one JSONL line into a record, or return ``(None, error)``."""
     try:
         obj = json.loads(line)
     except (ValueError, RecursionError) as exc:
         return None, f"malformed_json: {exc}"
-    return validate_stack_record(obj)
+    return validate_stack_record(obj, columns)
 
 
-def validate_stack_record(obj: Any) -> tuple[dict[str, Any] | None, str | None]:
+def validate_stack_record(obj: Any, columns: dict[str, str] | None = None,
+                          ) -> tuple[dict[str, Any] | None, str | None]:
     """Check a decoded record against ``STACK_FIELDS``; normalize license and language to lower case.
 
+    ``columns`` maps a field to the record's own name for it (other corpora: The Stack's
+    ``content``, ``max_stars_repo_name``, ``max_stars_count``); an error names the record's name.
     Integers given as floats with no fraction (``120.0``, common after a pandas round trip) are
-    accepted as stars; booleans are not integers here even though Python says they are.
+    accepted as stars; booleans are not integers here even though Python says they are. A list
+    of licenses (The Stack's ``detected_licenses``: every one applies) becomes the SPDX
+    expression ``a AND b``.
     """
     if not isinstance(obj, dict):
         return None, f"not_an_object: got {type(obj).__name__}"
+    columns = columns or {}
     out: dict[str, Any] = {}
-    for name, (types, required) in STACK_FIELDS.items():
+    for field, (types, required) in STACK_FIELDS.items():
+        name = columns.get(field, field)
         value = obj.get(name)
+        if field == "license" and isinstance(value, list) and all(
+                isinstance(v, str) for v in value):
+            value = " AND ".join(v for v in value if v.strip()) or None
+        if field == "stars" and isinstance(value, float) and math.isnan(value):
+            value = None  # pandas' missing integer
         if value is None:
             if required:
                 return None, f"missing_field: {name}"
-            out[name] = None
+            out[field] = None
             continue
-        if name == "stars" and isinstance(value, float) and value.is_integer():
+        if field == "stars" and isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, types):
             expected = "/".join(t.__name__ for t in types)
             return None, f"mistyped_field: {name} should be {expected}, got {type(value).__name__}"
-        if name == "stars" and not 0 <= value <= _MAX_STARS:
+        if field == "stars" and not 0 <= value <= _MAX_STARS:
             shown = value if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
             return None, f"out_of_range: stars should be 0 to 2^63-1, got {shown}"
         if isinstance(value, str):
@@ -70,9 +84,9 @@ def validate_stack_record(obj: Any) -> tuple[dict[str, Any] | None, str | None]:
             except UnicodeEncodeError as exc:  # JSON's \ud800 escapes decode to lone surrogates
                 return None, (f"invalid_text: {name} holds a lone surrogate "
                               f"(U+{ord(value[exc.start]):04X}) at character {exc.start}")
-        out[name] = value
+        out[field] = value
     if not out["text"]:
-        return None, "empty_field: text"
+        return None, f"empty_field: {columns.get('text', 'text')}"
     out["license"] = out["license"].strip().lower() if out["license"] else None
     out["language"] = normalize_language(out["language"])
     return out, None

@@ -45,6 +45,9 @@ def test_curation_flags_become_overrides():
         ("ingest.sources=[{kind: git, path: ., branch: dev}]",
          "ingest.sources.0.branch: unknown key; allowed keys here: kind, layout, name, path, "
          "refs"),
+        ("ingest.sources=[{kind: parquet, path: x, columns: {txt: content}}]",
+         "ingest.sources.0.columns: unknown field txt: the fields are text, language, license, "
+         "stars, path, repo"),
         ("ingest.sources=[{kind: chat, path: x, format: csv}]",
          "ingest.sources.0.format: Input should be 'auto', 'messages' or 'sharegpt'"),
         ("sft.augmentations=[debug, dance]", "sft.augmentations.1: Input should be"),

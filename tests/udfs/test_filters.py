@@ -40,6 +40,18 @@ def test_rule_reasons(doc, params, reason):
     assert first_reason(doc, params) == reason
 
 
+@pytest.mark.parametrize(("expression", "kept"), [
+    ("mit OR gpl-3.0", True),  # either may be chosen
+    ("mit and apache-2.0", True),  # every one applies, and every one is allowed
+    ("mit AND gpl-3.0", False),
+    ("gpl-3.0 OR agpl-3.0", False),
+    ("(mit OR gpl-3.0) AND apache-2.0", False),  # mixed: every term must be allowed
+    ("(mit OR isc) AND apache-2.0", True),
+])
+def test_license_expressions(expression, kept):
+    assert (first_reason(code(license=expression), P) is None) == kept
+
+
 def test_null_stars_kept_by_default_policy():
     assert first_reason(code(stars=None), P) is None
 

@@ -42,6 +42,32 @@ def test_optional_fields_and_integral_float_stars():
     assert record["license"] is None and record["stars"] == 7
 
 
+STACK_V1 = {"content": "print(1)\n", "lang": "Python", "max_stars_repo_name": "o/r",
+            "max_stars_repo_path": "a.py", "max_stars_count": 12.0,
+            "max_stars_repo_licenses": ["MIT", "Apache-2.0"], "hexsha": "0" * 40}
+V1_COLUMNS = {"text": "content", "language": "lang", "repo": "max_stars_repo_name",
+              "path": "max_stars_repo_path", "stars": "max_stars_count",
+              "license": "max_stars_repo_licenses"}
+
+
+def test_columns_map_another_corpus_and_errors_name_its_columns():
+    record, error = parse_stack_line(json.dumps(STACK_V1), V1_COLUMNS)
+    assert error is None
+    assert record == {"text": "print(1)\n", "language": "python", "license": "mit and apache-2.0",
+                      "stars": 12, "path": "a.py", "repo": "o/r"}
+    # a missing count written by pandas (NaN) is unknown, not mistyped
+    record, _ = parse_stack_line(json.dumps({**STACK_V1, "max_stars_count": float("nan")}),
+                                 V1_COLUMNS)
+    assert record["stars"] is None
+    assert parse_stack_line(json.dumps({**STACK_V1, "content": None}), V1_COLUMNS) == (
+        None, "missing_field: content")
+    assert parse_stack_line(json.dumps({**STACK_V1, "max_stars_repo_licenses": []}),
+                            V1_COLUMNS)[0]["license"] is None
+    assert parse_stack_line(json.dumps({**STACK_V1, "max_stars_repo_licenses": [1]}),
+                            V1_COLUMNS)[1] == ("mistyped_field: max_stars_repo_licenses should "
+                                               "be str, got list")
+
+
 def test_decode_source():
     assert decode_source("é = 1\n".encode()) == ("é = 1\n", None)
     assert decode_source(b"\xef\xbb\xbfx = 1\n") == ("x = 1\n", None)
