@@ -22,7 +22,7 @@ from jobs.arrow import arrow_schema, local_frame
 from jobs.config import ChatSource, PipelineConfig
 from jobs.pyworker import map_in_arrow
 from jobs.schemas import MESSAGES
-from jobs.source_files import NOT_UTF8, reader, unopenable
+from jobs.source_files import NOT_UTF8, file_name, reader, unopenable
 from jobs.stage import (
     DROPPED,
     KEPT,
@@ -100,7 +100,7 @@ def _streamed(spark: SparkSession, paths: list[str], fmt: str) -> DataFrame:
     from pyspark.sql import functions as F
 
     return reader(spark).text(paths).select(
-        F.col("value").cast("binary").alias("line"), F.col("_metadata.file_path").alias("path"),
+        F.col("value").cast("binary").alias("line"), file_name().alias("path"),
         F.col("_metadata.file_block_start").alias("_block"),
         F.monotonically_increasing_id().alias("_mid"), F.lit(fmt).alias("format"))
 
@@ -212,16 +212,13 @@ def _decide_lines(redact: bool, payload_chars: int, schema: pa.Schema):
     line numbers count them; ``BLANK`` rows are left out once numbered)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from urllib.parse import unquote
-
         from udfs.chats import decode_line
 
         decide = _decider(redact, payload_chars)
         for batch in batches:
             buf = RowBuffer(schema)
             for r in batch.to_pylist():
-                # _metadata.file_path is URL-encoded (SPARK-43284); binaryFile's path is not
-                path = unquote(r["path"]).removeprefix("file:")
+                path = r["path"].removeprefix("file:")
                 raw = r["line"].removeprefix(b"\xef\xbb\xbf")  # a BOM opens the first line
                 base = {"source_kind": "chat", "source": path, "path": path, "_file": path,
                         "_block": r["_block"], "_mid": r["_mid"], "_bytes": len(raw)}

@@ -32,7 +32,7 @@ from jobs.config import FILE_SOURCES, JsonlSource, ParquetSource, PipelineConfig
 from jobs.pyworker import map_in_arrow
 from jobs.schemas import FILE_COLUMNS
 from jobs.session import default_parallelism
-from jobs.source_files import NOT_UTF8, reader, unopenable
+from jobs.source_files import NOT_UTF8, file_name, reader, unopenable
 from jobs.stage import (
     DROPPED,
     KEPT,
@@ -153,7 +153,7 @@ def _jsonl(spark: SparkSession, src: JsonlSource) -> DataFrame:
     from pyspark.sql import functions as F
 
     lines = reader(spark).text(src.path).select(
-        F.col("value").cast("binary").alias("line"), F.col("_metadata.file_path").alias("source"),
+        F.col("value").cast("binary").alias("line"), file_name().alias("source"),
         F.lit(None).cast("string").alias("_error"),
         F.col("_metadata.file_block_start").alias("_block"),
         F.monotonically_increasing_id().alias("_mid"), F.lit(None).cast("long").alias("_row"))
@@ -197,7 +197,7 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
                           F.lit(f"invalid_utf8: column {n} is not UTF-8")) for n in binary]
         error = F.coalesce(*invalid) if invalid else F.lit(None).cast("string")
         return df.select(F.encode(F.to_json(F.struct(*fields)), "UTF-8").alias("line"),
-                         F.col("_metadata.file_path").alias("source"),
+                         file_name().alias("source"),
                          error.alias("_error"),
                          F.lit(None).cast("long").alias("_block"),
                          F.lit(None).cast("long").alias("_mid"),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from udfs.trees import as_text
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrameReader, SparkSession
+    from pyspark.sql import Column, DataFrameReader, SparkSession
 
 RAW_LOCAL = {"fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
              # a cached file system of the default kind would otherwise be reused for the read
@@ -33,6 +33,16 @@ NOT_UTF8 = "unreadable_path: the file name is not UTF-8, which Spark cannot open
 def reader(spark: SparkSession) -> DataFrameReader:
     """``spark.read`` for a source's files (see the module's docstring)."""
     return spark.read.options(**RAW_LOCAL)
+
+
+def file_name() -> Column:
+    """Each row's file as its name (``file:/data/my export.jsonl``), not URL-encoded as Spark's
+    ``_metadata.file_path`` gives it (``my%20export.jsonl``, SPARK-43284). java.net.URI encodes
+    every ``%`` and leaves ``+`` as is, so decoding ``%XX`` gives the name back; ``url_decode``
+    is form decoding (``+`` → space), hence ``+`` is escaped first."""
+    from pyspark.sql import functions as F
+
+    return F.url_decode(F.replace(F.col("_metadata.file_path"), F.lit("+"), F.lit("%2B")))
 
 
 def _hidden(name: bytes) -> bool:

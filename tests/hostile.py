@@ -205,6 +205,9 @@ def _jsonl(root: Path) -> list[Case]:
     # a timestamped export: Hadoop's checksummed local file system could not open this name
     stamped = path.parent / "export-2026-12-06T10:00:00.jsonl"
     stamped.write_text(json.dumps(_record(30)) + "\n{oops\n")
+    # Spark's own locator for it is URL-encoded (my%20export+v2%20100%25.jsonl)
+    spaced = path.parent / "my export+v2 100%.jsonl"
+    spaced.write_text("{oops\n" + json.dumps(_record(32)) + "\n")
     latin1 = os.path.join(os.fsencode(path.parent), b"caf\xe9.jsonl")
     with open(latin1, "wb") as f:
         f.write(json.dumps(_record(31)).encode() + b"\n")
@@ -213,7 +216,11 @@ def _jsonl(root: Path) -> list[Case]:
         Case("a bad line in a file named with colons", None, None, "ingest", "quarantined",
              "malformed_json", f"file:{stamped}:2"),
         Case("a JSONL file whose name is not UTF-8", None, None, "ingest", "quarantined",
-             NOT_UTF8, f"file:{escaped(latin1)}")]
+             NOT_UTF8, f"file:{escaped(latin1)}"),
+        Case("a record in a file named with a space, + and %", "rec_32.py", JSONL_REPO, None,
+             None, None),
+        Case("a bad line in a file named with a space, + and %", None, None, "ingest",
+             "quarantined", "malformed_json", f"file:{spaced}:1")]
 
 
 def _parquet(root: Path) -> list[Case]:
