@@ -32,7 +32,15 @@ from jobs.config import FILE_SOURCES, JsonlSource, ParquetSource, PipelineConfig
 from jobs.pyworker import map_in_arrow
 from jobs.schemas import FILE_COLUMNS
 from jobs.session import default_parallelism
-from jobs.source_files import NOT_UTF8, file_name, reader, unopenable
+from jobs.source_files import (
+    NOT_UTF8,
+    file_name,
+    glob_escaped,
+    is_utf8,
+    local_files,
+    reader,
+    unopenable,
+)
 from jobs.stage import (
     DROPPED,
     KEPT,
@@ -41,7 +49,7 @@ from jobs.stage import (
     StageResult,
     with_line_numbers,
 )
-from udfs.records import decode_source, file_id, parse_stack_line, preview
+from udfs.records import compression_of, decode_source, file_id, parse_stack_line, preview
 from udfs.trees import TreeFile, as_text, repo_roots, walk_repo
 
 if TYPE_CHECKING:
@@ -75,7 +83,8 @@ def _record_row(raw: bytes | None, source: str, kind: str, payload_chars: int,
         return _row(**base, payload=preview(raw, payload_chars) if raw else None,
                     _outcome=QUARANTINED, _reason=error)
     try:
-        line = raw.decode("utf-8") if raw is not None else None
+        # a byte-order mark opens a file written by some Windows tools: not part of the record
+        line = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8") if raw is not None else None
     except UnicodeDecodeError as exc:
         return _row(**base, payload=preview(raw, payload_chars), _outcome=QUARANTINED,
                     _reason=f"invalid_utf8: {exc.reason} at byte {exc.start}")
@@ -149,15 +158,69 @@ def _decide_tree_files(payload_chars: int, max_bytes: int, schema: pa.Schema):
 
 def _jsonl(spark: SparkSession, src: JsonlSource) -> DataFrame:
     """The source's lines as UTF-8 bytes (so one invalid byte quarantines its line, not the
-    batch), each with its file, its split's start and its position in the scan."""
+    batch), each with its file, its split's start and its position in the scan.
+
+    A local source is listed here: plain files are read by Spark's text source (split across
+    tasks), compressed ones (``udfs.records.COMPRESSION``) by ``_compressed`` (a task each),
+    and names Spark cannot open are quarantined. A remote source is Spark's to list and read.
+    """
     from pyspark.sql import functions as F
 
-    lines = reader(spark).text(src.path).select(
-        F.col("value").cast("binary").alias("line"), file_name().alias("source"),
-        F.lit(None).cast("string").alias("_error"),
-        F.col("_metadata.file_block_start").alias("_block"),
-        F.monotonically_increasing_id().alias("_mid"), F.lit(None).cast("long").alias("_row"))
-    return _with_unopenable(spark, lines, src.path)
+    def text(paths) -> DataFrame:
+        return reader(spark).text(paths).select(
+            F.col("value").cast("binary").alias("line"), file_name().alias("source"),
+            F.lit(None).cast("string").alias("_error"),
+            F.col("_metadata.file_block_start").alias("_block"),
+            F.monotonically_increasing_id().alias("_mid"), F.lit(None).cast("long").alias("_row"))
+
+    files = local_files(src.path)
+    if files is None:
+        return text(src.path)
+    names = [os.fsdecode(f) for f in files]
+    plain = [n for n in names if is_utf8(n) and not compression_of(n)]
+    packed = [n for n in names if is_utf8(n) and compression_of(n)]
+    parts = [local_frame(spark, [{"source": f"file:{as_text(n)}", "_error": NOT_UTF8}
+                                 for n in names if not is_utf8(n)], _LINES_SCHEMA)]
+    if plain:
+        parts.append(text([glob_escaped(n) for n in plain]))
+    if packed:
+        listed = local_frame(spark, [{"path": n} for n in packed], "path string")
+        parts.append(map_in_arrow(listed.repartition(len(packed)),
+                                  _compressed(arrow_schema(_LINES_SCHEMA)), _LINES_SCHEMA))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out
+
+
+def _compressed(schema: pa.Schema):
+    """mapInArrow function: compressed JSONL files (one per task) → their lines, numbered as
+    the text source's are (one split at 0, the line's index as its scan position). A file that
+    cannot be opened, or breaks off, keeps the lines before and is quarantined at the next line
+    (``corrupt_file``); lines in the codec's last buffer before a break may not be recovered."""
+    import pyarrow as pa
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from udfs.records import compressed_lines
+
+        for batch in batches:
+            for path in batch.column("path").to_pylist():
+                rows, n = [], 0
+                source = f"file:{path}"
+                try:
+                    for line in compressed_lines(path):
+                        rows.append({"line": line, "source": source, "_block": 0, "_mid": n})
+                        n += 1
+                        if len(rows) >= 4096:  # bounded batches, whatever the file's size
+                            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+                            rows = []
+                except (OSError, EOFError, ValueError) as exc:
+                    rows.append({"source": source, "_block": 0, "_mid": n,
+                                 "_error": f"corrupt_file: {type(exc).__name__}: {exc} "
+                                           f"(after line {n})"[:500]})
+                yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+    return run
 
 
 def _with_unopenable(spark: SparkSession, lines: DataFrame, path: str) -> DataFrame:

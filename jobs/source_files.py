@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from typing import TYPE_CHECKING
 
 from udfs.trees import as_text
@@ -24,15 +25,24 @@ from udfs.trees import as_text
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrameReader, SparkSession
 
-RAW_LOCAL = {"fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
-             # a cached file system of the default kind would otherwise be reused for the read
-             "fs.file.impl.disable.cache": "true"}
+SOURCE_OPTIONS = {"fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+                  # a cached file system of the default kind would otherwise serve the read
+                  "fs.file.impl.disable.cache": "true",
+                  # a folder's sub-folders too (a dump laid out data/python/*.jsonl): without it
+                  # Spark reads only the top folder's files and skips the rest without a word
+                  "recursiveFileLookup": "true"}
 NOT_UTF8 = "unreadable_path: the file name is not UTF-8, which Spark cannot open; rename it"
 
 
 def reader(spark: SparkSession) -> DataFrameReader:
     """``spark.read`` for a source's files (see the module's docstring)."""
-    return spark.read.options(**RAW_LOCAL)
+    return spark.read.options(**SOURCE_OPTIONS)
+
+
+def glob_escaped(path: str) -> str:
+    """A file's path as Spark reads it literally: Hadoop expands ``* ? [ ] { }`` (and ``\\``
+    escapes) in every path it is given, so a name like ``[draft].jsonl`` is escaped."""
+    return re.sub(r"([\\*?\[\]{}])", r"\\\1", path)
 
 
 def file_name() -> Column:
@@ -51,36 +61,39 @@ def _hidden(name: bytes) -> bool:
     return name.startswith(b".") or (name.startswith(b"_") and b"=" not in name)
 
 
-def _utf8(name: bytes) -> bool:
+def is_utf8(name: bytes | str) -> bool:
+    """Whether a file name (bytes, or ``os.fsdecode``'s text) is UTF-8 through and through."""
     try:
-        name.decode("utf-8")
+        (name if isinstance(name, bytes) else os.fsencode(name)).decode("utf-8")
     except UnicodeDecodeError:
         return False
     return True
 
 
-def unopenable(path: str, suffixes: tuple[str, ...] | None = None) -> list[str]:
-    """The files under a local source (a file, a folder or a glob) that Spark's listing would
-    skip silently because their path is not UTF-8, as text (``udfs.trees.as_text``), sorted.
-    ``suffixes`` keeps only names ending so (case-insensitive), as a source's file filter does.
-    Object stores and ``dbfs:`` name their keys in UTF-8: nothing to find there."""
+def local_files(path: str) -> list[bytes] | None:
+    """Every file of a local source (a file, a folder with its sub-folders, or a glob) that
+    Spark's listing would read, as the file system's bytes, sorted; None for a remote source
+    (object stores and ``dbfs:``), which only Spark lists."""
     if "://" in path or path.startswith("dbfs:"):
-        return []
+        return None
     top = os.fsencode(path.removeprefix("file:"))
     roots = [top] if os.path.exists(top) else sorted(glob.glob(top))
-    found = []
+    files = []
     for root in roots:
         if os.path.isfile(root):
-            files = [root]
-        else:
-            files = []
-            for folder, dirs, names in os.walk(root):
-                dirs[:] = [d for d in dirs if not _hidden(d)]
-                files += [os.path.join(folder, n) for n in names if not _hidden(n)]
-        for f in files:
-            if _utf8(f):
-                continue
-            if suffixes and not f.lower().endswith(tuple(s.lower().encode() for s in suffixes)):
-                continue
-            found.append(as_text(os.fsdecode(f)))
-    return sorted(found)
+            files.append(root)
+            continue
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if not _hidden(d)]
+            files += [os.path.join(folder, n) for n in names if not _hidden(n)]
+    return sorted(files)
+
+
+def unopenable(path: str, suffixes: tuple[str, ...] | None = None) -> list[str]:
+    """The files of a local source that Spark's listing would skip silently because their path
+    is not UTF-8, as text (``udfs.trees.as_text``), sorted. ``suffixes`` keeps only names ending
+    so (case-insensitive), as a source's file filter does. Object stores and ``dbfs:`` name their
+    keys in UTF-8: nothing to find there."""
+    wanted = tuple(s.lower().encode() for s in suffixes or ())
+    return [as_text(os.fsdecode(f)) for f in local_files(path) or ()
+            if not is_utf8(f) and (not wanted or f.lower().endswith(wanted))]

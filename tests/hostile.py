@@ -208,6 +208,19 @@ def _jsonl(root: Path) -> list[Case]:
     # Spark's own locator for it is URL-encoded (my%20export+v2%20100%25.jsonl)
     spaced = path.parent / "my export+v2 100%.jsonl"
     spaced.write_text("{oops\n" + json.dumps(_record(32)) + "\n")
+    # a dump laid out by language: Spark's folder listing alone would skip the sub-folder
+    (path.parent / "python").mkdir()
+    (path.parent / "python" / "part-0.jsonl").write_text(json.dumps(_record(34)) + "\n")
+    # compressed: read whole by one task each; one breaks off (a copy cut short)
+    packed = path.parent / "part-1.jsonl.zst"
+    with pa.output_stream(str(packed), compression="zstd") as f:
+        f.write(json.dumps(_record(35)).encode() + b"\n{oops\n")
+    cut = path.parent / "part-2.jsonl.gz"
+    with pa.output_stream(str(cut), compression="gzip") as f:
+        f.write((json.dumps(_record(36)) + "\n").encode() * 50)
+    cut.write_bytes(cut.read_bytes()[:-40])
+    (path.parent / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(_record(33)).encode()
+                                            + b"\n")
     latin1 = os.path.join(os.fsencode(path.parent), b"caf\xe9.jsonl")
     with open(latin1, "wb") as f:
         f.write(json.dumps(_record(31)).encode() + b"\n")
@@ -219,6 +232,13 @@ def _jsonl(root: Path) -> list[Case]:
              NOT_UTF8, f"file:{escaped(latin1)}"),
         Case("a record in a file named with a space, + and %", "rec_32.py", JSONL_REPO, None,
              None, None),
+        Case("a record after a UTF-8 byte-order mark", "rec_33.py", JSONL_REPO, None, None, None),
+        Case("a record in a sub-folder", "rec_34.py", JSONL_REPO, None, None, None),
+        Case("a record in a zstd-compressed file", "rec_35.py", JSONL_REPO, None, None, None),
+        Case("a bad line in a zstd-compressed file", None, None, "ingest", "quarantined",
+             "malformed_json", f"file:{packed}:2"),
+        Case("a gzip file cut short", None, None, "ingest", "quarantined", "corrupt_file",
+             f"file:{cut}:1"),
         Case("a bad line in a file named with a space, + and %", None, None, "ingest",
              "quarantined", "malformed_json", f"file:{spaced}:1")]
 

@@ -88,7 +88,7 @@ def test_quarantine_rows_name_the_file_and_line_or_row(run):
             assert r["source"].startswith(records) and r["source"].endswith(".jsonl"), r
         elif r["source_kind"] == "jsonl":  # <file>:<line>
             file, _, line = r["source"].rpartition(":")
-            assert file.startswith(records) and file.endswith(".jsonl") and line.isdigit(), r
+            assert file.startswith(records) and ".jsonl" in file and line.isdigit(), r
         elif r["source_kind"] == "parquet":
             assert r["source"].startswith((f"file:{root / 'parquet'}/",
                                            f"file:{root / 'stack_v1'}/")), r

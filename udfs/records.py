@@ -159,3 +159,43 @@ def preview(payload: str | bytes | None, limit: int) -> str | None:
     if isinstance(payload, bytes):
         payload = payload[: limit * 4].decode("utf-8", errors="replace")
     return payload if len(payload) <= limit else payload[:limit] + "…"
+
+
+# Compressed text by extension. pyarrow's codecs (already a dependency) cover what dumps of code
+# use besides xz, which Python's lzma reads; Spark's reader (Hadoop's codecs) would decompress
+# some of them, but a truncated file fails the whole job there, and zstd needs a native library.
+COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4", ".br": "brotli",
+               ".xz": "xz"}
+
+
+def compression_of(path: str) -> str | None:
+    """The codec a file's extension names, or None for plain text."""
+    suffix = path[path.rfind("."):].lower() if "." in path else ""
+    return COMPRESSION.get(suffix)
+
+
+def compressed_lines(path: str, read_bytes: int = 1 << 16):
+    """The lines of a compressed text file, without their ``\\n`` (or ``\\r\\n``), as bytes,
+    in bounded memory whatever the file's size. A file that cannot be opened or breaks off
+    raises ``OSError`` (``EOFError`` for xz) after the lines before the break."""
+    codec = compression_of(path)
+    if codec == "xz":
+        import lzma
+
+        stream = lzma.open(path, "rb")
+    else:
+        import pyarrow as pa
+
+        stream = pa.input_stream(path, compression=codec)
+    with stream:
+        pending: list[bytes] = []  # pieces of a line longer than one read
+        while chunk := stream.read(read_bytes):
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                pending.append(chunk[start:end])
+                yield b"".join(pending).removesuffix(b"\r")
+                pending, start = [], end + 1
+            if start < len(chunk):
+                pending.append(chunk[start:])
+        if pending:
+            yield b"".join(pending).removesuffix(b"\r")

@@ -125,3 +125,25 @@ def test_which_files_are_license_evidence():
     assert is_license_file("pkg-1.0.dist-info/LICENSE.md")
     assert not is_license_file("pkg/_vendor/LICENSE")
     assert not is_license_file("license_checker.py")
+
+
+@pytest.mark.parametrize("suffix, codec", [(".gz", "gzip"), (".bz2", "bz2"), (".zst", "zstd"),
+                                           (".xz", None)])
+def test_compressed_lines_split_like_a_text_reader(tmp_path, suffix, codec):
+    """Lines end at \\n (a \\r before it dropped), a last line needs none, and a line longer
+    than one read (3 bytes here) comes whole."""
+    import lzma
+
+    import pyarrow as pa
+
+    from udfs.records import compressed_lines
+
+    data = b'{"a": 1}\r\n\nlonger than one read\n{"b": 2}'
+    path = tmp_path / f"part{suffix}"
+    if codec:
+        with pa.output_stream(str(path), compression=codec) as f:
+            f.write(data)
+    else:
+        path.write_bytes(lzma.compress(data))
+    assert list(compressed_lines(str(path), read_bytes=3)) == [
+        b'{"a": 1}', b"", b"longer than one read", b'{"b": 2}']
