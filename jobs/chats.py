@@ -6,7 +6,9 @@ and split into records: JSONL lines, the items of one JSON array, or one JSON do
 file is never held whole: a JSON array (its first character is ``[``) is read item by item in one
 task (``udfs.chats.array_items`` over the file's stream, so executors must reach the path, as
 for tree and git sources), and anything else as JSONL, line by line across tasks (Spark's text
-source). Each record is normalized to ChatML messages, checked and redacted (``udfs.chats``).
+source). A compressed file (``udfs.records.COMPRESSION``) is decompressed by a task of its
+own and read in the same ways (``_decide_packed``). Each record is normalized to ChatML
+messages, checked and redacted (``udfs.chats``).
 A record that is not a conversation is quarantined with ``<file>:<line>`` or ``<file>#item=<n>``;
 empty, one-sided and empty-answer conversations are dropped by name, and a conversation whose
 normalized messages were seen before (in any file, by ``chat_id``) is ``duplicate_conversation``.
@@ -32,6 +34,7 @@ from jobs.stage import (
     StageResult,
     with_line_numbers,
 )
+from udfs.records import COMPRESSION, compression_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -43,8 +46,11 @@ DECIDED_SCHEMA = (
     "source string, payload string, _file string, _pos long, _block long, _mid long, "
     "_outcome string, _reason string, _bytes long"
 )
-CHAT_SUFFIXES = (".jsonl", ".json", ".ndjson")
-CHAT_FILES = "*.{jsonl,json,ndjson,JSONL,JSON,NDJSON}"  # CHAT_SUFFIXES as a Hadoop glob
+CHAT_SUFFIXES = tuple(f"{kind}{packed}" for kind in (".jsonl", ".json", ".ndjson")
+                      for packed in ("", *COMPRESSION))
+# CHAT_SUFFIXES as a Hadoop glob
+CHAT_FILES = ("*.{jsonl,json,ndjson,JSONL,JSON,NDJSON}{,"
+              + ",".join(f"{c},{c.upper()}" for c in COMPRESSION) + "}")
 BLANK = "_blank"  # a streamed file's empty line: numbered with the others, then left out
 
 
@@ -62,16 +68,37 @@ def _listing(spark: SparkSession, src: ChatSource) -> list[tuple[str, int]]:
 def open_stream(uri: str):
     """A binary stream of a file named as Spark names it: ``file:`` and ``dbfs:`` paths through
     the local (or /dbfs fuse) file system, other schemes through pyarrow's file systems."""
-    if uri.startswith("file:"):
-        return open("/" + uri.removeprefix("file:").lstrip("/"), "rb")
-    if uri.startswith("dbfs:"):
-        return open("/dbfs/" + uri.removeprefix("dbfs:").lstrip("/"), "rb")
-    if "://" not in uri:
-        return open(uri, "rb")
-    from pyarrow import fs
+    from udfs.records import compression_of, decompressed
 
-    filesystem, path = fs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
-    return filesystem.open_input_stream(path)
+    codec = compression_of(uri)
+    if uri.startswith("file:"):
+        raw = open("/" + uri.removeprefix("file:").lstrip("/"), "rb")
+    elif uri.startswith("dbfs:"):
+        raw = open("/dbfs/" + uri.removeprefix("dbfs:").lstrip("/"), "rb")
+    elif "://" not in uri:
+        raw = open(uri, "rb")
+    else:
+        from pyarrow import fs
+
+        filesystem, path = fs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
+        raw = filesystem.open_input_stream(path)
+    return decompressed(raw, codec) if codec else raw
+
+
+class _Replayed:
+    """A stream's first bytes, already read, then the rest of it."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = head, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.stream.read(n)
+        if n < 0:
+            out, self.head = self.head + self.stream.read(), b""
+        else:
+            out, self.head = self.head[:n], self.head[n:]
+        return out
 
 
 def is_json_array(uri: str) -> bool:
@@ -207,6 +234,67 @@ def _decide_items(redact: bool, payload_chars: int, schema: pa.Schema):
     return run
 
 
+def _decide_packed(redact: bool, payload_chars: int, schema: pa.Schema, limit: int):
+    """mapInArrow function: compressed chat files (one per task) → one decided row per record.
+    Decompressed, a file of up to ``limit`` bytes is read as a whole file is (``records_of``),
+    a larger one as a stream: a JSON array item by item, anything else line by line. A file
+    that breaks off keeps the records before and is quarantined where the next one would be
+    (``corrupt_file``)."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import json
+
+        from udfs.chats import array_items, decode_line, record_text, records_of
+        from udfs.records import lines_of
+
+        decide = _decider(redact, payload_chars)
+        bom = b"\xef\xbb\xbf"
+
+        def records(stream, path: str, at: list[str]):
+            """(locator, position, text, error) of each record; ``at[0]``: the next locator."""
+            head = stream.read(limit + 1)
+            if len(head) <= limit:
+                for pos, (where, text, error) in enumerate(records_of(head, path)):
+                    yield where, pos, text, error
+            elif head.removeprefix(bom).lstrip()[:1] == b"[":
+                at[0] = f"{path}#item=0"
+                for pos, item in enumerate(array_items(_Replayed(head, stream))):
+                    at[0] = f"{path}#item={pos + 1}"
+                    yield f"{path}#item={pos}", pos, record_text(item), None
+            else:
+                for line, raw in enumerate(lines_of(_Replayed(head, stream)), start=1):
+                    at[0] = f"{path}:{line + 1}"
+                    raw = raw.removeprefix(bom) if line == 1 else raw
+                    if raw.strip():
+                        yield (f"{path}:{line}", line, *decode_line(raw))
+
+        for batch in batches:
+            for f in batch.to_pylist():
+                path, buf, at = f["path"].removeprefix("file:"), RowBuffer(schema), [""]
+                at[0] = f"{path}:1"
+                try:
+                    with open_stream(f["path"]) as stream:
+                        for where, pos, text, error in records(stream, path, at):
+                            base = {"source_kind": "chat", "source": where, "path": where,
+                                    "_file": path, "_pos": pos,
+                                    "_bytes": len(text.encode()) if text else 0}
+                            if error:
+                                buf.emit(**base, _outcome=QUARANTINED, _reason=error)
+                            else:
+                                decide(buf, base, text, f["format"])
+                            if len(buf) >= 1024:  # bounded batches, whatever the file's size
+                                yield buf.batch()
+                                buf = RowBuffer(schema)
+                except Exception as exc:  # noqa: BLE001 - a broken file must not stop the run
+                    why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                    buf.emit(source_kind="chat", source=at[0], path=at[0], _file=path,
+                             _pos=0, _bytes=0, _outcome=QUARANTINED,
+                             _reason=f"corrupt_file: {type(exc).__name__}: {why}"[:500])
+                yield buf.batch()
+
+    return run
+
+
 def _decide_lines(redact: bool, payload_chars: int, schema: pa.Schema):
     """mapInArrow function: streamed lines → one decided row per line (blank lines too, so the
     line numbers count them; ``BLANK`` rows are left out once numbered)."""
@@ -261,9 +349,16 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
                       "_pos": 0, "_bytes": 0, "_outcome": QUARANTINED, "_reason": NOT_UTF8}
                      for name in unopenable(src.path, CHAT_SUFFIXES)]
         files = _listing(spark, src)
+        packed = [p for p, _ in files if compression_of(p)]
+        files = [(p, size) for p, size in files if not compression_of(p)]
         whole = [p for p, size in files if size <= limit]
         arrays = [p for p, size in files if size > limit and is_json_array(p)]
         big = [p for p, size in files if size > limit and p not in arrays]
+        if packed:
+            listed = local_frame(spark, [{"path": p, "format": src.format} for p in packed],
+                                 "path string, format string").repartition(len(packed))
+            parts.append(map_in_arrow(listed, _decide_packed(cfg.chats.redact, chars, schema,
+                                                             limit), DECIDED_SCHEMA))
         if whole:
             parts.append(map_in_arrow(_whole(spark, whole, src.format),
                                       _decide(cfg.chats.redact, chars, schema), DECIDED_SCHEMA))

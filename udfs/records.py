@@ -174,28 +174,35 @@ def compression_of(path: str) -> str | None:
     return COMPRESSION.get(suffix)
 
 
-def compressed_lines(path: str, read_bytes: int = 1 << 16):
-    """The lines of a compressed text file, without their ``\\n`` (or ``\\r\\n``), as bytes,
-    in bounded memory whatever the file's size. A file that cannot be opened or breaks off
-    raises ``OSError`` (``EOFError`` for xz) after the lines before the break."""
-    codec = compression_of(path)
+def decompressed(stream, codec: str):
+    """A binary stream of what ``stream`` holds compressed with ``codec``."""
     if codec == "xz":
         import lzma
 
-        stream = lzma.open(path, "rb")
-    else:
-        import pyarrow as pa
+        return lzma.open(stream, "rb")
+    import pyarrow as pa
 
-        stream = pa.input_stream(path, compression=codec)
-    with stream:
-        pending: list[bytes] = []  # pieces of a line longer than one read
-        while chunk := stream.read(read_bytes):
-            start = 0
-            while (end := chunk.find(b"\n", start)) >= 0:
-                pending.append(chunk[start:end])
-                yield b"".join(pending).removesuffix(b"\r")
-                pending, start = [], end + 1
-            if start < len(chunk):
-                pending.append(chunk[start:])
-        if pending:
+    return pa.CompressedInputStream(stream, codec)
+
+
+def lines_of(stream, read_bytes: int = 1 << 16):
+    """The lines of a binary stream, without their ``\\n`` (or ``\\r\\n``), in bounded memory
+    whatever its size; a line longer than one read comes whole."""
+    pending: list[bytes] = []  # pieces of a line longer than one read
+    while chunk := stream.read(read_bytes):
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            pending.append(chunk[start:end])
             yield b"".join(pending).removesuffix(b"\r")
+            pending, start = [], end + 1
+        if start < len(chunk):
+            pending.append(chunk[start:])
+    if pending:
+        yield b"".join(pending).removesuffix(b"\r")
+
+
+def compressed_lines(path: str, read_bytes: int = 1 << 16):
+    """The lines of a compressed text file (``lines_of``). A file that cannot be opened or
+    breaks off raises ``OSError`` (``EOFError`` for xz) after the lines before the break."""
+    with open(path, "rb") as raw, decompressed(raw, compression_of(path)) as stream:
+        yield from lines_of(stream, read_bytes)

@@ -3,9 +3,11 @@ reasons, no author data anywhere, both chat shapes, the mixture, gold.sft's sour
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -257,6 +259,12 @@ def test_large_chat_files_are_streamed_with_the_outcomes_of_whole_ones(spark, tm
     d.write_text("[" + json.dumps(conv("First?")) + ",\n " + json.dumps(conv("Second?"))
                  + ",\n " + json.dumps(conv("Third \ud800?"))
                  + ',\n {"messages": [{"role": "user", "cont')
+    # compressed: decompressed in a task of their own, whole or streamed as the limit says
+    e, f = chats / "e.jsonl.gz", chats / "f.json.zst"
+    e.write_bytes(gzip.compress(b"\xef\xbb\xbf" + json.dumps(conv("Gzip?")).encode()
+                                + b"\r\n{bad\n" + json.dumps(conv("Zipped?")).encode() + b"\n"))
+    with pa.output_stream(str(f), compression="zstd") as out:
+        out.write(json.dumps([conv("Zstd?"), 7]).encode())
     outcomes = {}
     for limit in (2**26, 1):  # every file whole; every file streamed
         lake = str(tmp_path / f"lake-{limit}")
@@ -279,8 +287,15 @@ def test_large_chat_files_are_streamed_with_the_outcomes_of_whole_ones(spark, tm
                                                 "byte 17")
     assert by_line[f"{a}:4"] == ("dropped", "duplicate_conversation")
     assert by_line[f"{b}#item=0"] == ("dropped", "duplicate_conversation")
+    assert {k: v for k, v in by_line.items() if k.startswith((str(e), str(f)))} == {
+        f"{e}:1": ("kept", None), f"{e}:2": ("quarantined", "invalid_json: Expecting property "
+                                             "name enclosed in double quotes: line 1 column 2 "
+                                             "(char 1)"),
+        f"{e}:3": ("kept", None), f"{f}#item=0": ("kept", None),
+        f"{f}#item=1": ("quarantined", "not_an_object: int")}
     # records: a.jsonl 7 (its blank line is none), b.json 3, c.jsonl 3, d.json 3 items and its
     # break; kept a:1, a:2, b#1, c:1, c:4, d#0, d#1; quarantined a:3, a:8, b#2, c:3, d#2, d#3
-    assert (streamed.rows_in, streamed.rows_out, streamed.rows_quarantined) == (17, 7, 6)
+    # and e.jsonl.gz 3 (kept e:1, e:3; quarantined e:2), f.json.zst 2 (kept f#0, quarantined f#1)
+    assert (streamed.rows_in, streamed.rows_out, streamed.rows_quarantined) == (22, 10, 8)
     # read whole, d.json is no JSON document: its 4 lines are read as JSONL, none a record
-    assert (whole.rows_in, whole.rows_out, whole.rows_quarantined) == (17, 5, 8)
+    assert (whole.rows_in, whole.rows_out, whole.rows_quarantined) == (22, 8, 10)
