@@ -24,7 +24,7 @@ from jobs.arrow import arrow_schema, local_frame
 from jobs.config import ChatSource, PipelineConfig
 from jobs.pyworker import map_in_arrow
 from jobs.schemas import MESSAGES
-from jobs.source_files import NOT_UTF8, file_name, reader, unopenable
+from jobs.source_files import NOT_UTF8, file_name, glob_escaped, reader, unopenable
 from jobs.stage import (
     DROPPED,
     KEPT,
@@ -116,7 +116,7 @@ def _whole(spark: SparkSession, paths: list[str], fmt: str) -> DataFrame:
     """Files read whole, one row each: a JSON array or document, or JSONL."""
     from pyspark.sql import functions as F
 
-    return (reader(spark).format("binaryFile").load(paths)
+    return (reader(spark).format("binaryFile").load([glob_escaped(p) for p in paths])
             .select("path", "content", F.lit(fmt).alias("format")))
 
 
@@ -126,7 +126,7 @@ def _streamed(spark: SparkSession, paths: list[str], fmt: str) -> DataFrame:
     its position in the scan, from which ``_number_lines`` gives its line number."""
     from pyspark.sql import functions as F
 
-    return reader(spark).text(paths).select(
+    return reader(spark).text([glob_escaped(p) for p in paths]).select(
         F.col("value").cast("binary").alias("line"), file_name().alias("path"),
         F.col("_metadata.file_block_start").alias("_block"),
         F.monotonically_increasing_id().alias("_mid"), F.lit(fmt).alias("format"))

@@ -167,7 +167,7 @@ def _jsonl(spark: SparkSession, src: JsonlSource) -> DataFrame:
     from pyspark.sql import functions as F
 
     def text(paths) -> DataFrame:
-        return reader(spark).text(paths).select(
+        return reader(spark, src.path).text(paths).select(
             F.col("value").cast("binary").alias("line"), file_name().alias("source"),
             F.lit(None).cast("string").alias("_error"),
             F.col("_metadata.file_block_start").alias("_block"),
@@ -267,17 +267,17 @@ def _parquet(spark: SparkSession, src: ParquetSource) -> DataFrame:
                          F.col("_metadata.row_index").alias("_row"))
 
     try:
-        df = as_lines(reader(spark).option("mergeSchema", "true").parquet(src.path))
+        df = as_lines(reader(spark, src.path).option("mergeSchema", "true").parquet(src.path))
         df.schema  # noqa: B018 - forces the footer read now, inside the try
         return _with_unopenable(spark, df, src.path)
     except unreadable:
         pass
-    files = sorted(r.path for r in reader(spark).format("binaryFile").load(src.path)
+    files = sorted(r.path for r in reader(spark, src.path).format("binaryFile").load(src.path)
                    .select("path").collect())
     parts, broken = [], []
     for f in files:
         try:
-            part = as_lines(reader(spark).parquet(f))
+            part = as_lines(reader(spark).parquet(glob_escaped(f)))
             part.schema  # noqa: B018
             parts.append(part)
         except unreadable as exc:

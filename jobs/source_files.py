@@ -27,16 +27,28 @@ if TYPE_CHECKING:
 
 SOURCE_OPTIONS = {"fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
                   # a cached file system of the default kind would otherwise serve the read
-                  "fs.file.impl.disable.cache": "true",
-                  # a folder's sub-folders too (a dump laid out data/python/*.jsonl): without it
-                  # Spark reads only the top folder's files and skips the rest without a word
-                  "recursiveFileLookup": "true"}
+                  "fs.file.impl.disable.cache": "true"}
 NOT_UTF8 = "unreadable_path: the file name is not UTF-8, which Spark cannot open; rename it"
 
 
-def reader(spark: SparkSession) -> DataFrameReader:
-    """``spark.read`` for a source's files (see the module's docstring)."""
-    return spark.read.options(**SOURCE_OPTIONS)
+def reader(spark: SparkSession, path: str | None = None) -> DataFrameReader:
+    """``spark.read`` for a source's files (see the module's docstring). Given the source's
+    ``path``, it reads the files of its sub-folders too (a dump laid out ``data/python/…``),
+    which Spark's folder listing skips without a word, unless the folders are a Hive-style
+    partitioned dataset (``lang=python/``): that is left to Spark's partition discovery, whose
+    columns recursive lookup would drop."""
+    read = spark.read.options(**SOURCE_OPTIONS)
+    return read.option("recursiveFileLookup", "true") if path and not partitioned(path) else read
+
+
+def partitioned(path: str) -> bool:
+    """Whether a local source's folders are named ``key=value`` (Hive-style partitions). A remote
+    source is not listed here; a ``=`` in its own path says so."""
+    files = local_files(path)
+    if files is None:
+        return "=" in path.rsplit("/", 1)[-1]
+    top = os.fsencode(path.removeprefix("file:"))
+    return any(b"=" in os.path.relpath(os.path.dirname(f), top) for f in files)
 
 
 def glob_escaped(path: str) -> str:

@@ -292,8 +292,8 @@ STACK_V1_COLUMNS = ("{text: content, language: lang, repo: max_stars_repo_name, 
 
 def _stack_v1(root: Path) -> list[Case]:
     """Another corpus's Parquet: its own column names, licenses as lists, NaN for no stars."""
-    folder = root / "stack_v1"
-    folder.mkdir()
+    folder = root / "stack_v1" / "python"  # laid out by language: read through the sub-folder
+    folder.mkdir(parents=True)
 
     def row(seed: int, licenses: list[str], stars: float, content: str | None = "") -> dict:
         return {"hexsha": f"{seed:040x}", "content": good_code(seed) if content == "" else content,
@@ -305,7 +305,13 @@ def _stack_v1(root: Path) -> list[Case]:
         row(50, ["MIT", "Apache-2.0"], 150.0), row(51, ["BSD-3-Clause"], float("nan")),
         row(52, ["MIT", "GPL-3.0"], 900.0), row(53, ["MIT"], 5000.0, content=None)]),
         folder / "part-0.parquet")
+    # a Hive-style partitioned dataset: the language is the folder's, not a column
+    hive = root / "parquet_hive" / "language=python"
+    hive.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([{k: v for k, v in _record(
+        54, path="hv_54.py", repo="hvrepo").items() if k != "language"}]), hive / "part-0.parquet")
     return [
+        Case("a partition column as the language", "hv_54.py", "hvrepo", None, None, None),
         Case("another corpus's columns, two licenses", "sc_50.py", "screpo", None, None, None),
         Case("another corpus's NaN star count", "sc_51.py", "screpo", None, None, None),
         Case("another corpus's row with a license not allowed among its licenses", "sc_52.py",
@@ -408,6 +414,7 @@ def sources(root: Path) -> str:
             f"{{kind: parquet, path: '{root / 'parquet'}'}}, "
             f"{{kind: parquet, path: '{root / 'parquet_none'}'}}, "
             f"{{kind: parquet, path: '{root / 'stack_v1'}', columns: {STACK_V1_COLUMNS}}}, "
+            f"{{kind: parquet, path: '{root / 'parquet_hive'}'}}, "
             f"{{kind: chat, path: '{root / 'chats'}'}}, "
             f"{{kind: git, path: '{root / 'git'}', layout: repos}}]")
 

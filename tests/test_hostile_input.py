@@ -91,7 +91,7 @@ def test_quarantine_rows_name_the_file_and_line_or_row(run):
             assert file.startswith(records) and ".jsonl" in file and line.isdigit(), r
         elif r["source_kind"] == "parquet":
             assert r["source"].startswith((f"file:{root / 'parquet'}/",
-                                           f"file:{root / 'stack_v1'}/")), r
+                                           f"file:{root / 'stack_v1'}/python/")), r
             assert r["source"].endswith(".parquet") or "#row=" in r["source"], r
         elif r["source_kind"] == "tree":
             assert Path(r["source"]).is_relative_to(root / "tree" / hostile.TREE_REPO), r
