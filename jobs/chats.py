@@ -7,7 +7,7 @@ file is never held whole: a JSON array (its first character is ``[``) is read it
 task (``udfs.chats.array_items`` over the file's stream, so executors must reach the path, as
 for tree and git sources), and anything else as JSONL, line by line across tasks (Spark's text
 source). A compressed file (``udfs.records.COMPRESSION``) is decompressed by a task of its
-own and read in the same ways (``_decide_packed``). Each record is normalized to ChatML
+own and read in the same ways (``_decide_file``). Each record is normalized to ChatML
 messages, checked and redacted (``udfs.chats``).
 A record that is not a conversation is quarantined with ``<file>:<line>`` or ``<file>#item=<n>``;
 empty, one-sided and empty-answer conversations are dropped by name, and a conversation whose
@@ -171,6 +171,18 @@ def _decider(redact: bool, payload_chars: int):
     return decide
 
 
+def _record(buf: RowBuffer, decide, where: str, path: str, pos: int, text: str | None,
+            error: str | None, fmt: str) -> None:
+    """One record of a file read in Python: its error (a line that is not UTF-8) quarantined
+    at its locator, else decided."""
+    base = {"source_kind": "chat", "source": where, "path": where, "_file": path, "_pos": pos,
+            "_bytes": len(text.encode()) if text else 0}
+    if error:
+        buf.emit(**base, _outcome=QUARANTINED, _reason=error)
+    else:
+        decide(buf, base, text, fmt)
+
+
 def _decide(redact: bool, payload_chars: int, schema: pa.Schema):
     """mapInArrow function: whole chat files → one decided row per record."""
 
@@ -183,63 +195,20 @@ def _decide(redact: bool, payload_chars: int, schema: pa.Schema):
             for f in batch.to_pylist():
                 path = f["path"].removeprefix("file:")
                 for pos, (where, text, error) in enumerate(records_of(f["content"], path)):
-                    base = {"source_kind": "chat", "source": where, "path": where,
-                            "_file": path, "_pos": pos,
-                            "_bytes": len(text.encode()) if text else 0}
-                    if error:  # a line that is not UTF-8: its locator says where it is
-                        buf.emit(**base, _outcome=QUARANTINED, _reason=error)
-                        continue
-                    decide(buf, base, text, f["format"])
+                    _record(buf, decide, where, path, pos, text, error, f["format"])
             yield buf.batch()
 
     return run
 
 
-def _decide_items(redact: bool, payload_chars: int, schema: pa.Schema):
-    """mapInArrow function: large JSON-array files (one per task) → one decided row per item,
-    read as a stream (``udfs.chats.array_items``); a file that breaks off or turns invalid
-    midway keeps the items before and quarantines the break as one row at its item."""
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import json
-
-        from udfs.chats import array_items, record_text
-
-        decide = _decider(redact, payload_chars)
-        for batch in batches:
-            for f in batch.to_pylist():
-                path = f["path"].removeprefix("file:")
-                buf, done = RowBuffer(schema), 0
-                try:
-                    with open_stream(f["path"]) as stream:
-                        for item in array_items(stream):
-                            text = record_text(item)
-                            where = f"{path}#item={done}"
-                            decide(buf, {"source_kind": "chat", "source": where, "path": where,
-                                         "_file": path, "_pos": done,
-                                         "_bytes": len(text.encode())}, text, f["format"])
-                            done += 1
-                            if len(buf) >= 1024:  # bounded batches, whatever the file's size
-                                yield buf.batch()
-                                buf = RowBuffer(schema)
-                except Exception as exc:  # noqa: BLE001 - a broken file must not stop the run
-                    # a decode error's position is in the reader's buffer, not the file
-                    why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-                    where = f"{path}#item={done}"
-                    buf.emit(source_kind="chat", source=where, path=where, _file=path,
-                             _pos=done, _bytes=0, _outcome=QUARANTINED,
-                             _reason=f"invalid_json: {type(exc).__name__}: {why}"[:500])
-                yield buf.batch()
-
-    return run
-
-
-def _decide_packed(redact: bool, payload_chars: int, schema: pa.Schema, limit: int):
-    """mapInArrow function: compressed chat files (one per task) → one decided row per record.
-    Decompressed, a file of up to ``limit`` bytes is read as a whole file is (``records_of``),
-    a larger one as a stream: a JSON array item by item, anything else line by line. A file
-    that breaks off keeps the records before and is quarantined where the next one would be
-    (``corrupt_file``)."""
+def _decide_file(redact: bool, payload_chars: int, schema: pa.Schema, limit: int):
+    """mapInArrow function: chat files read in Python, one per task (compressed ones, and JSON
+    arrays over ``limit``) → one decided row per record. Decompressed, a file of up to ``limit``
+    bytes is read as a whole file is (``records_of``); a larger one as a stream, so a file of any
+    size is read in bounded memory: a JSON array item by item (``udfs.chats.array_items``),
+    anything else line by line. A file that breaks off keeps the records before and is
+    quarantined where the next one would be: ``invalid_json`` where its JSON breaks,
+    ``corrupt_file`` where it cannot be read or decompressed."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import json
@@ -275,21 +244,17 @@ def _decide_packed(redact: bool, payload_chars: int, schema: pa.Schema, limit: i
                 try:
                     with open_stream(f["path"]) as stream:
                         for where, pos, text, error in records(stream, path, at):
-                            base = {"source_kind": "chat", "source": where, "path": where,
-                                    "_file": path, "_pos": pos,
-                                    "_bytes": len(text.encode()) if text else 0}
-                            if error:
-                                buf.emit(**base, _outcome=QUARANTINED, _reason=error)
-                            else:
-                                decide(buf, base, text, f["format"])
+                            _record(buf, decide, where, path, pos, text, error, f["format"])
                             if len(buf) >= 1024:  # bounded batches, whatever the file's size
                                 yield buf.batch()
                                 buf = RowBuffer(schema)
                 except Exception as exc:  # noqa: BLE001 - a broken file must not stop the run
+                    # a decode error's position is in the reader's buffer, not the file
                     why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                    kind = "invalid_json" if isinstance(exc, ValueError) else "corrupt_file"
                     buf.emit(source_kind="chat", source=at[0], path=at[0], _file=path,
                              _pos=0, _bytes=0, _outcome=QUARANTINED,
-                             _reason=f"corrupt_file: {type(exc).__name__}: {why}"[:500])
+                             _reason=f"{kind}: {type(exc).__name__}: {why}"[:500])
                 yield buf.batch()
 
     return run
@@ -354,19 +319,15 @@ def build(spark: SparkSession, cfg: PipelineConfig, inputs: dict[str, DataFrame]
         whole = [p for p, size in files if size <= limit]
         arrays = [p for p, size in files if size > limit and is_json_array(p)]
         big = [p for p, size in files if size > limit and p not in arrays]
-        if packed:
-            listed = local_frame(spark, [{"path": p, "format": src.format} for p in packed],
-                                 "path string, format string").repartition(len(packed))
-            parts.append(map_in_arrow(listed, _decide_packed(cfg.chats.redact, chars, schema,
-                                                             limit), DECIDED_SCHEMA))
+        if packed or arrays:  # read in Python, a task each
+            listed = local_frame(spark, [{"path": p, "format": src.format}
+                                         for p in packed + arrays],
+                                 "path string, format string").repartition(len(packed + arrays))
+            parts.append(map_in_arrow(listed, _decide_file(cfg.chats.redact, chars, schema,
+                                                           limit), DECIDED_SCHEMA))
         if whole:
             parts.append(map_in_arrow(_whole(spark, whole, src.format),
                                       _decide(cfg.chats.redact, chars, schema), DECIDED_SCHEMA))
-        if arrays:
-            listed = local_frame(spark, [{"path": p, "format": src.format} for p in arrays],
-                                 "path string, format string").repartition(len(arrays))
-            parts.append(map_in_arrow(listed, _decide_items(cfg.chats.redact, chars, schema),
-                                      DECIDED_SCHEMA))
         if big:
             parts.append(map_in_arrow(_streamed(spark, big, src.format),
                                       _decide_lines(cfg.chats.redact, chars, schema),
